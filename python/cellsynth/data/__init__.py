@@ -1,0 +1,6 @@
+"""Data intake, bundled data sets and simulators."""
+
+from .datasets import pbmc68k_counts
+from .intake import InputError, Prepared, detect_kind, normalise_log, prepare, read
+
+__all__ = ["pbmc68k_counts", "InputError", "Prepared", "detect_kind", "normalise_log", "prepare", "read"]

@@ -1,0 +1,201 @@
+"""Data intake: validate an AnnData, tell counts from log-normalised values, normalise.
+
+Everything that trains on user data goes through :func:`prepare`, which either
+returns a :class:`Prepared` bundle or raises :class:`InputError` with a message that
+names the problem and the fix. Nothing is coerced silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+log = logging.getLogger("cellsynth")
+
+TARGET_SUM = 1e4
+
+
+class InputError(ValueError):
+    """Input data that cellsynth refuses, with the reason and the fix in the message."""
+
+
+@dataclass
+class Prepared:
+    """What the model trains on, fixed at set-up time."""
+
+    genes: list[str]
+    x_log: np.ndarray  # (cells, genes) float32, log1p(normalise_total 1e4)
+    counts: np.ndarray | None  # (cells, genes) float32 integer-valued, or None
+    library: np.ndarray  # (cells,) total counts (1e4 for log-normalised input)
+    input_kind: str  # "counts" | "lognorm"
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # column -> int codes
+    categories: dict[str, list[str]] = field(default_factory=dict)  # column -> names
+    obs_names: list[str] = field(default_factory=list)
+
+
+def read(data: ad.AnnData | str | os.PathLike) -> ad.AnnData:
+    """An AnnData as given, or read from an ``.h5ad`` path."""
+    if isinstance(data, ad.AnnData):
+        return data
+    path = os.fspath(data)
+    if not os.path.exists(path):
+        raise InputError(f"No such file: {path!r}. Pass an AnnData or the path of an existing .h5ad file.")
+    if not path.endswith(".h5ad"):
+        raise InputError(f"{path!r} is not an .h5ad file. Convert it with anndata/scanpy (e.g. sc.read_10x_h5(...).write_h5ad(...)).")
+    return ad.read_h5ad(path)
+
+
+def _dense(m) -> np.ndarray:
+    if sp.issparse(m):
+        return np.asarray(m.toarray(), dtype=np.float64)
+    return np.asarray(m, dtype=np.float64)
+
+
+def _values(m) -> np.ndarray:
+    """The stored values of a matrix (non-zeros only for sparse), for cheap checks."""
+    return np.asarray(m.data if sp.issparse(m) else m)
+
+
+def detect_kind(m) -> str:
+    """``"counts"`` when every value is a non-negative integer, else ``"lognorm"``."""
+    v = _values(m)
+    if v.size == 0:
+        return "counts"
+    return "counts" if np.all(np.equal(np.mod(v, 1), 0)) else "lognorm"
+
+
+def validate_matrix(m, where: str) -> None:
+    """Refuse empty, non-finite or negative matrices."""
+    if m.shape[0] == 0 or m.shape[1] == 0:
+        raise InputError(f"{where} is empty ({m.shape[0]} cells x {m.shape[1]} genes); cellsynth needs at least one cell and one gene.")
+    v = _values(m)
+    if not np.issubdtype(v.dtype, np.number):
+        raise InputError(f"{where} holds {v.dtype} values; expected numbers (counts or log-normalised expression).")
+    bad = ~np.isfinite(v)
+    if bad.any():
+        raise InputError(
+            f"{where} contains {int(bad.sum())} NaN/inf value(s). Remove or impute them before training "
+            "(e.g. adata = adata[:, np.isfinite(adata.X.sum(0))] to drop genes with missing values)."
+        )
+    if (v < 0).any():
+        raise InputError(
+            f"{where} contains negative values (min {v.min():.3g}): it looks scaled or batch-corrected. "
+            "Pass raw counts (preferred, e.g. layer='counts') or log-normalised values (adata.raw)."
+        )
+
+
+def normalise_log(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
+    """``log1p(counts / rowsum * target_sum)``, as scanpy's normalize_total + log1p."""
+    lib = counts.sum(1, keepdims=True)
+    return np.log1p(counts / np.maximum(lib, 1e-12) * target_sum)
+
+
+def encode_labels(obs: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Integer codes and category names for each label column."""
+    codes, cats = {}, {}
+    for col in columns:
+        if col not in obs.columns:
+            avail = ", ".join(map(repr, obs.columns[:20])) or "none"
+            raise InputError(f"Label column {col!r} is not in adata.obs. Available columns: {avail}.")
+        s = obs[col]
+        if s.isna().any():
+            raise InputError(
+                f"Label column {col!r} has {int(s.isna().sum())} missing value(s). Fill them "
+                f"(e.g. adata.obs[{col!r}] = adata.obs[{col!r}].astype(str)) or drop those cells."
+            )
+        cat = pd.Categorical(s.astype(str) if not isinstance(s.dtype, pd.CategoricalDtype) else s)
+        cat = cat.remove_unused_categories()
+        codes[col] = np.asarray(cat.codes, dtype=np.int64)
+        cats[col] = [str(c) for c in cat.categories]
+    return codes, cats
+
+
+def prepare(
+    adata: ad.AnnData | str | os.PathLike,
+    *,
+    labels: list[str] | None = None,
+    layer: str | None = None,
+    drop_empty_cells: bool = False,
+) -> Prepared:
+    """Validate and normalise ``adata`` for training.
+
+    Parameters
+    ----------
+    adata
+        AnnData or ``.h5ad`` path. Raw counts are preferred; log-normalised values
+        (``log1p`` of 1e4-normalised counts) are accepted.
+    labels
+        ``obs`` columns to encode as conditions.
+    layer
+        Matrix to use. Default: ``layers['counts']`` if present, else ``X``.
+    drop_empty_cells
+        Cells with no counts are refused unless this is True, in which case they are
+        dropped with a warning.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> p = prepare(sc.datasets.pbmc3k(), labels=None)  # doctest: +SKIP
+    """
+    adata = read(adata)
+    labels = list(labels or [])
+    if layer is None:
+        layer = "counts" if "counts" in adata.layers else None
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"Layer {layer!r} is not in adata.layers (available: {list(adata.layers) or 'none'}).")
+    m = adata.layers[layer] if layer is not None else adata.X
+    where = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
+    if m is None:
+        raise InputError(f"{where} is missing; store the expression matrix there.")
+    validate_matrix(m, where)
+    if adata.var_names.has_duplicates:
+        dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
+        raise InputError(f"Gene names are not unique (e.g. {dup}); run adata.var_names_make_unique() first.")
+    kind = detect_kind(m)
+    x = _dense(m)
+    totals = x.sum(1)
+    empty = totals <= 0
+    keep = np.ones(x.shape[0], bool)
+    if empty.any():
+        if not drop_empty_cells:
+            raise InputError(
+                f"{int(empty.sum())} cell(s) have zero total expression. Filter them "
+                "(sc.pp.filter_cells(adata, min_counts=1)) or pass drop_empty_cells=True "
+                "(--drop-empty-cells) to drop them with a warning."
+            )
+        log.warning("dropping %d cell(s) with zero counts", int(empty.sum()))
+        keep = ~empty
+        x, totals = x[keep], totals[keep]
+    if x.shape[0] < 2:
+        raise InputError(f"Only {x.shape[0]} usable cell(s); cellsynth needs at least 2 cells to train.")
+    codes, cats = encode_labels(adata.obs.loc[keep], labels)
+    if kind == "counts":
+        log.info("%s holds raw counts (%d cells x %d genes); normalising to 1e4 per cell + log1p", where, *x.shape)
+        counts = x.astype(np.float32)
+        x_log = normalise_log(x).astype(np.float32)
+        library = totals.astype(np.float32)
+    else:
+        log.info(
+            "%s holds non-integer values: treating them as log-normalised (log1p of 1e4-normalised counts); "
+            "generated cells will have no counts layer. Pass raw counts for count-level output.",
+            where,
+        )
+        counts = None
+        x_log = x.astype(np.float32)
+        library = np.full(x.shape[0], TARGET_SUM, np.float32)
+    return Prepared(
+        genes=[str(g) for g in adata.var_names],
+        x_log=x_log,
+        counts=counts,
+        library=library,
+        input_kind=kind,
+        labels=codes,
+        categories=cats,
+        obs_names=[str(o) for o in adata.obs_names[keep]],
+    )

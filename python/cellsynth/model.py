@@ -1,0 +1,467 @@
+"""The user-facing model: data set-up, encoder, latent diffusion, save/load.
+
+``CellSynth`` ties the layers together. Training is two-staged: first the gene-space
+encoder (AE or VAE, count-level NB decoder when counts are given), then a skip-MLP
+denoiser on the *standardised* latent (each dimension scaled to unit variance, so the
+diffusion sees data on the scale of its unit noise). The log library size is diffused
+as one more latent dimension, so generated cells get library sizes that go with their
+cell state. Generation decodes sampled latents to gene proportions and draws NB counts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from . import __version__
+from .counts import sample_nb
+from .data.intake import InputError, Prepared, normalise_log, prepare
+from .diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
+from .io.checkpoint import ModelFileError, load_model, save_model
+from .nn import ENCODERS, EMA, SkipMLP
+from .progress import progress
+from .train import History, train_denoiser, train_encoder
+
+log = logging.getLogger("cellsynth")
+
+
+@dataclass
+class Hyperparameters:
+    """Everything that defines a model; saved as ``config.json``.
+
+    Defaults were chosen on half of pbmc68k_reduced (see ``benchmarks/fidelity.py``)
+    so that ``cellsynth train`` with no flags runs in a few minutes on two CPU cores.
+    """
+
+    encoder: str = "vae"
+    latent_dim: int = 16
+    encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])
+    encoder_dropout: float = 0.1
+    kl_weight: float = 1.0
+    encoder_epochs: int = 400
+    encoder_patience: int = 30
+    encoder_lr: float = 1e-3
+    encoder_weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    batch_size: int = 128
+    schedule: str = "linear"
+    n_steps: int = 1000
+    prediction: str = "eps"
+    denoiser_hidden: list[int] = field(default_factory=lambda: [512, 512, 256])
+    denoiser_dropout: float = 0.0
+    diffusion_steps: int = 6000
+    diffusion_batch_size: int = 256
+    diffusion_lr: float = 1e-3
+    ema_decay: float = 0.999
+    cond_dropout: float = 0.1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Hyperparameters":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown hyper-parameter(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+        return cls(**d)
+
+    def check(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {sorted(ENCODERS)}, got {self.encoder!r}.")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}.")
+        if self.latent_dim < 1:
+            raise ValueError("latent_dim must be positive.")
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class CellSynth:
+    """Latent diffusion model of single-cell expression.
+
+    Parameters
+    ----------
+    adata
+        Training cells (AnnData or ``.h5ad`` path): raw counts preferred (in ``X`` or
+        ``layers['counts']``), log-normalised values accepted.
+    labels
+        ``obs`` columns to condition on (cell type, tissue, treatment, ...).
+    layer
+        Expression layer to use (default ``layers['counts']`` if present, else ``X``).
+    drop_empty_cells
+        Drop cells with zero counts with a warning instead of refusing the data.
+    seed
+        Seed for every random path of training (splits, batches, noise).
+    device
+        ``"cpu"``, ``"cuda"``, ... Default: CUDA when available.
+    **hyperparameters
+        See :class:`Hyperparameters` (``encoder="ae"|"vae"``, ``schedule=...``,
+        ``diffusion_steps=...``, ...).
+
+    Examples
+    --------
+    >>> import cellsynth
+    >>> adata = cellsynth.data.pbmc68k_counts()
+    >>> m = cellsynth.CellSynth(adata, labels=["bulk_labels"])
+    >>> m.fit()  # doctest: +SKIP
+    >>> new = m.generate(1000, seed=0)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData | str | os.PathLike | None,
+        labels: list[str] | str | None = None,
+        *,
+        layer: str | None = None,
+        drop_empty_cells: bool = False,
+        seed: int = 0,
+        device: str | None = None,
+        **hyperparameters,
+    ):
+        self.hparams = Hyperparameters.from_dict(hyperparameters)
+        self.hparams.check()
+        self.seed = int(seed)
+        self.device = torch.device(device or default_device())
+        self.history: dict[str, History] = {}
+        self.is_trained = False
+        self.data: Prepared | None = None
+        if adata is None:  # used by load()
+            return
+        if isinstance(labels, str):
+            labels = [labels]
+        self.data = prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
+        self.genes = self.data.genes
+        self.labels = list(self.data.labels)
+        self.categories = self.data.categories
+        self.input_kind = self.data.input_kind
+        self._build()
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def count_level(self) -> bool:
+        return self.input_kind == "counts"
+
+    def _build(self) -> None:
+        hp = self.hparams
+        torch.manual_seed(self.seed)
+        enc_cls = ENCODERS[hp.encoder]
+        self.encoder = enc_cls(
+            n_genes=len(self.genes),
+            latent_dim=hp.latent_dim,
+            hidden=hp.encoder_hidden,
+            likelihood="nb" if self.count_level else "mse",
+            dropout=hp.encoder_dropout,
+        ).to(self.device)
+        self.diff_dim = hp.latent_dim + (1 if self.count_level else 0)
+        self.denoiser = SkipMLP(
+            dim=self.diff_dim,
+            hidden=hp.denoiser_hidden,
+            n_classes=[len(self.categories[c]) for c in self.labels],
+            dropout=hp.denoiser_dropout,
+        ).to(self.device)
+        self.ema = EMA(self.denoiser, hp.ema_decay).to(self.device)
+        self.schedule = NoiseSchedule(hp.schedule, hp.n_steps).to(self.device)
+        self.latent_mean = torch.zeros(self.diff_dim, device=self.device)
+        self.latent_std = torch.ones(self.diff_dim, device=self.device)
+        self.latent_min = torch.full((self.diff_dim,), -np.inf, device=self.device)
+        self.latent_max = torch.full((self.diff_dim,), np.inf, device=self.device)
+
+    def _generator(self, seed: int) -> torch.Generator:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(int(seed))
+        return g
+
+    # ------------------------------------------------------------------ training
+    def fit(self, *, encoder_epochs: int | None = None, diffusion_steps: int | None = None, progress_bar: bool = True) -> "CellSynth":
+        """Train the encoder, then the latent denoiser. Returns ``self``.
+
+        Examples
+        --------
+        >>> m.fit(diffusion_steps=2000)  # doctest: +SKIP
+        """
+        if self.data is None:
+            raise RuntimeError("This model was loaded without training data; it cannot be re-fitted.")
+        hp = self.hparams
+        g = self._generator(self.seed)
+        torch.manual_seed(self.seed)
+        d = self.data
+        x = torch.as_tensor(d.x_log, device=self.device)
+        counts = torch.as_tensor(d.counts, device=self.device) if d.counts is not None else None
+        library = torch.as_tensor(d.library, device=self.device)
+        strata = d.labels[self.labels[0]] if self.labels else None
+        self.history["encoder"] = train_encoder(
+            self.encoder, x, counts, library,
+            max_epochs=encoder_epochs if encoder_epochs is not None else hp.encoder_epochs,
+            batch_size=hp.batch_size, lr=hp.encoder_lr, weight_decay=hp.encoder_weight_decay,
+            val_fraction=hp.val_fraction, patience=hp.encoder_patience, strata=strata, kl_weight=hp.kl_weight,
+            generator=g, show_progress=progress_bar,
+        )
+        z = self._raw_latent(x, library)
+        self.latent_mean = z.mean(0)
+        self.latent_std = z.std(0).clamp(min=1e-6)
+        zs = (z - self.latent_mean) / self.latent_std
+        self.latent_min, self.latent_max = zs.min(0).values, zs.max(0).values
+        cond = None
+        if self.labels:
+            cond = torch.as_tensor(np.stack([d.labels[c] for c in self.labels], 1), device=self.device)
+        self.history["diffusion"] = train_denoiser(
+            self.denoiser, self.ema, self.schedule, zs, cond,
+            steps=diffusion_steps if diffusion_steps is not None else hp.diffusion_steps,
+            batch_size=hp.diffusion_batch_size, lr=hp.diffusion_lr, prediction=hp.prediction,
+            cond_dropout=hp.cond_dropout, generator=g, show_progress=progress_bar,
+        )
+        self.is_trained = True
+        return self
+
+    @torch.no_grad()
+    def _raw_latent(self, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        self.encoder.eval()
+        z = torch.cat([self.encoder.encode(x[i : i + 4096]) for i in range(0, x.shape[0], 4096)])
+        if self.count_level:
+            z = torch.cat([z, torch.log(library.clamp(min=1))[:, None]], 1)
+        return z
+
+    def _check_trained(self) -> None:
+        if not self.is_trained:
+            raise RuntimeError("The model is not trained yet; call .fit() first (or CellSynth.load(dir)).")
+
+    def get_latent(self, adata: ad.AnnData, *, standardised: bool = True) -> np.ndarray:
+        """Latent representation of cells (gene list must match the model's).
+
+        Returns the standardised diffusion latent (the last column is the log library
+        size for count-level models).
+        """
+        self._check_trained()
+        p = prepare(self._align(adata), layer=None)
+        x = torch.as_tensor(p.x_log, device=self.device)
+        z = self._raw_latent(x, torch.as_tensor(p.library, device=self.device))
+        if standardised:
+            z = (z - self.latent_mean) / self.latent_std
+        return z.cpu().numpy()
+
+    def _align(self, adata: ad.AnnData) -> ad.AnnData:
+        missing = [g for g in self.genes if g not in set(adata.var_names)]
+        if missing:
+            raise InputError(
+                f"{len(missing)} of the model's {len(self.genes)} genes are missing from the data "
+                f"(e.g. {missing[:5]}); the data must contain the model's gene list (model.genes)."
+            )
+        return adata[:, self.genes]
+
+    # ------------------------------------------------------------------ sampling
+    def _sampler(self, sampler: str, steps: int | None, variance_weight: float, eta: float):
+        if sampler == "ddpm":
+            s = DDPMSampler(self.schedule, variance_weight=variance_weight)
+            s.set_timesteps(None)
+            return s
+        if sampler == "ddim":
+            s = DDIMSampler(self.schedule, eta=eta)
+            s.set_timesteps(steps or 50)
+            return s
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}.")
+
+    def _eps(self, net, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        out = net(z, t, cond)
+        if self.hparams.prediction == "v":
+            return self.schedule.eps_from_v(z, out, t)
+        return out
+
+    @torch.no_grad()
+    def sample_latent(
+        self,
+        n_cells: int,
+        *,
+        sampler: str = "ddim",
+        steps: int | None = 50,
+        seed: int = 0,
+        variance_weight: float = 0.5,
+        eta: float = 0.0,
+        batch_size: int = 4096,
+        progress_bar: bool = True,
+    ) -> torch.Tensor:
+        """Sample ``n_cells`` standardised latents from the diffusion prior."""
+        self._check_trained()
+        if int(n_cells) < 1:
+            raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
+        net = self.ema.model
+        g = self._generator(seed)
+        out = []
+        for start in range(0, n_cells, batch_size):
+            n = min(batch_size, n_cells - start)
+            s = self._sampler(sampler, steps, variance_weight, eta)
+            z = torch.randn((n, self.diff_dim), generator=g).to(self.device)
+            for t in progress(s.timesteps.tolist(), desc=f"{sampler} sampling", disable=not progress_bar):
+                tb = torch.full((n,), t, device=self.device, dtype=torch.long)
+                eps = self._eps(net, z, tb, None)
+                z = s.step(eps, t, z, generator=g).prev_sample
+            out.append(z)
+        z = torch.cat(out)
+        # keep samples inside the range the training latents span (a little slack)
+        span = self.latent_max - self.latent_min
+        return torch.maximum(torch.minimum(z, self.latent_max + 0.1 * span), self.latent_min - 0.1 * span)
+
+    @torch.no_grad()
+    def decode(self, zs: torch.Tensor, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """Standardised latents -> (log-normalised X, counts or None)."""
+        z = zs * self.latent_std + self.latent_mean
+        rng = np.random.default_rng(seed)
+        hp = self.hparams
+        xs, cs = [], []
+        for i in range(0, z.shape[0], 4096):
+            zb = z[i : i + 4096]
+            out = self.encoder.decode(zb[:, : hp.latent_dim])
+            if self.count_level:
+                lib = torch.exp(zb[:, -1]).cpu().numpy().astype(np.float64)
+                mean = out.rho.cpu().numpy().astype(np.float64) * lib[:, None]
+                c = sample_nb(mean, out.theta.cpu().numpy(), rng)
+                empty = c.sum(1) == 0
+                while empty.any():  # vanishingly rare; redraw rather than emit an empty cell
+                    c[empty] = sample_nb(mean[empty], out.theta.cpu().numpy(), rng)
+                    empty = c.sum(1) == 0
+                cs.append(c)
+                xs.append(normalise_log(c).astype(np.float32))
+            else:
+                xs.append(out.logexpr.cpu().numpy().astype(np.float32))
+        return np.concatenate(xs), (np.concatenate(cs) if cs else None)
+
+    def generate(
+        self,
+        n_cells: int,
+        *,
+        sampler: str = "ddim",
+        steps: int | None = 50,
+        seed: int = 0,
+        variance_weight: float = 0.5,
+        eta: float = 0.0,
+        progress_bar: bool = True,
+    ) -> ad.AnnData:
+        """Generate new cells.
+
+        Parameters
+        ----------
+        n_cells
+            Number of cells.
+        sampler
+            ``"ddim"`` (default, ``steps`` steps, deterministic at ``eta=0``) or
+            ``"ddpm"`` (all ``T`` ancestral steps, variance weight ``variance_weight``
+            as in scDiffusion Eq. 3).
+        seed
+            Seed of the initial noise, the DDPM noise and the count sampling.
+
+        Returns
+        -------
+        AnnData with the training genes: ``X`` log-normalised (1e4 + log1p of the
+        sampled counts), ``layers['counts']`` integer counts (count-level models),
+        ``obs['synthetic'] = True``, and provenance in ``uns['cellsynth']``.
+
+        Examples
+        --------
+        >>> new = m.generate(500, sampler="ddim", steps=50, seed=1)  # doctest: +SKIP
+        """
+        zs = self.sample_latent(n_cells, sampler=sampler, steps=steps, seed=seed, variance_weight=variance_weight, eta=eta, progress_bar=progress_bar)
+        x, c = self.decode(zs, seed=seed)
+        obs = pd.DataFrame({"synthetic": np.ones(n_cells, bool)}, index=[f"syn-{i}" for i in range(n_cells)])
+        out = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=pd.DataFrame(index=self.genes))
+        if c is not None:
+            out.layers["counts"] = sp.csr_matrix(c)
+        out.uns["cellsynth"] = {
+            "version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "sampler": sampler,
+            "steps": int(self.schedule.n_steps if sampler == "ddpm" else (steps or 50)),
+            "seed": int(seed),
+            "variance_weight": float(variance_weight),
+            "eta": float(eta),
+            "encoder": self.hparams.encoder,
+            "schedule": self.hparams.schedule,
+            "input_kind": self.input_kind,
+            "hyperparameters": json.dumps(asdict(self.hparams), sort_keys=True),
+        }
+        return out
+
+    # ------------------------------------------------------------------ save / load
+    def _config(self) -> dict:
+        return {
+            "cellsynth_version": __version__,
+            "hyperparameters": asdict(self.hparams),
+            "seed": self.seed,
+            "labels": self.labels,
+            "categories": self.categories,
+            "input_kind": self.input_kind,
+            "n_genes": len(self.genes),
+        }
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Write ``config.json``, ``weights.safetensors`` and ``genes.txt`` to ``directory``."""
+        self._check_trained()
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        tensors |= {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.model.state_dict().items()}
+        for name in ("latent_mean", "latent_std", "latent_min", "latent_max"):
+            tensors[f"stats.{name}"] = getattr(self, name)
+        save_model(directory, self._config(), tensors, self.genes, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, adata: ad.AnnData | None = None, device: str | None = None) -> "CellSynth":
+        """Load a saved model; with ``adata``, refuse it unless its genes match.
+
+        Examples
+        --------
+        >>> m = CellSynth.load("model_dir")  # doctest: +SKIP
+        """
+        cfg, tensors, genes = load_model(directory)
+        try:
+            m = cls(None, seed=cfg["seed"], device=device, **cfg["hyperparameters"])
+            m.genes = genes
+            if len(genes) != cfg["n_genes"]:
+                raise ModelFileError(f"genes.txt lists {len(genes)} genes but config.json says {cfg['n_genes']}.")
+            m.labels = list(cfg["labels"])
+            m.categories = {k: list(v) for k, v in cfg["categories"].items()}
+            m.input_kind = cfg["input_kind"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
+        m._build()
+        try:
+            for prefix, module in (("encoder.", m.encoder), ("denoiser.", m.denoiser), ("ema.", m.ema.model)):
+                sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                module.load_state_dict(sd, strict=True)
+            for name in ("latent_mean", "latent_std", "latent_min", "latent_max"):
+                setattr(m, name, tensors[f"stats.{name}"].to(m.device))
+        except (RuntimeError, KeyError) as e:
+            raise ModelFileError(f"The weights in {directory} do not fit the configured model ({e}).") from e
+        m.encoder.eval()
+        m.denoiser.eval()
+        m.is_trained = True
+        if adata is not None:
+            m.check_genes(adata)
+        return m
+
+    def check_genes(self, adata: ad.AnnData) -> None:
+        """Raise unless ``adata`` has exactly the model's genes, in order."""
+        have = [str(g) for g in adata.var_names]
+        if have != self.genes:
+            missing = sorted(set(self.genes) - set(have))
+            extra = sorted(set(have) - set(self.genes))
+            raise InputError(
+                f"The data's genes do not match the model's ({len(have)} vs {len(self.genes)} genes; "
+                f"{len(missing)} missing e.g. {missing[:3]}, {len(extra)} extra e.g. {extra[:3]}"
+                + ("; same genes, different order" if not missing and not extra else "")
+                + "). Subset/reorder with adata[:, model.genes]."
+            )
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained else "untrained"
+        return (
+            f"CellSynth({state}, {len(self.genes)} genes, encoder={self.hparams.encoder}, "
+            f"latent={self.hparams.latent_dim}, labels={self.labels}, input={self.input_kind})"
+        )
