@@ -43,10 +43,11 @@ class Hyperparameters:
     """
 
     encoder: str = "vae"
-    latent_dim: int = 16
+    latent_dim: int = 64
     encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])
     encoder_dropout: float = 0.1
     kl_weight: float = 1.0
+    dispersion: str = "gene"
     encoder_epochs: int = 400
     encoder_patience: int = 30
     encoder_lr: float = 1e-3
@@ -56,9 +57,9 @@ class Hyperparameters:
     schedule: str = "linear"
     n_steps: int = 1000
     prediction: str = "eps"
-    denoiser_hidden: list[int] = field(default_factory=lambda: [512, 512, 256])
+    denoiser_hidden: list[int] = field(default_factory=lambda: [256, 256, 128])
     denoiser_dropout: float = 0.0
-    diffusion_steps: int = 6000
+    diffusion_steps: int = 4000
     diffusion_batch_size: int = 256
     diffusion_lr: float = 1e-3
     ema_decay: float = 0.999
@@ -161,6 +162,7 @@ class CellSynth:
             hidden=hp.encoder_hidden,
             likelihood="nb" if self.count_level else "mse",
             dropout=hp.encoder_dropout,
+            dispersion=hp.dispersion,
         ).to(self.device)
         self.diff_dim = hp.latent_dim + (1 if self.count_level else 0)
         self.denoiser = SkipMLP(
@@ -323,10 +325,11 @@ class CellSynth:
             if self.count_level:
                 lib = torch.exp(zb[:, -1]).cpu().numpy().astype(np.float64)
                 mean = out.rho.cpu().numpy().astype(np.float64) * lib[:, None]
-                c = sample_nb(mean, out.theta.cpu().numpy(), rng)
+                theta = out.theta.cpu().numpy()
+                c = sample_nb(mean, theta, rng)
                 empty = c.sum(1) == 0
                 while empty.any():  # vanishingly rare; redraw rather than emit an empty cell
-                    c[empty] = sample_nb(mean[empty], out.theta.cpu().numpy(), rng)
+                    c[empty] = sample_nb(mean[empty], theta[empty] if theta.ndim == 2 else theta, rng)
                     empty = c.sum(1) == 0
                 cs.append(c)
                 xs.append(normalise_log(c).astype(np.float32))

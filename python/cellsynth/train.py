@@ -89,7 +89,7 @@ def train_encoder(
             loss.backward()
             nn.utils.clip_grad_norm_(module.parameters(), 10.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         hist.train.append(float(np.mean(losses)) if losses else float("nan"))
         if len(va):
             module.eval()

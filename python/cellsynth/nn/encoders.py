@@ -29,7 +29,7 @@ class DecoderOutput:
     """Decoded gene-space parameters for a batch of latents."""
 
     rho: torch.Tensor  # (n, genes) proportions summing to one
-    theta: torch.Tensor | None  # (genes,) NB inverse dispersion, count-level only
+    theta: torch.Tensor | None  # (genes,) or (n, genes) NB inverse dispersion, count-level only
     logexpr: torch.Tensor | None  # (n, genes) log-normalised prediction, log-level only
 
 
@@ -59,21 +59,33 @@ def nb_log_likelihood(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, ep
 class GeneDecoder(nn.Module):
     """Latent -> gene proportions (and per-gene dispersion for counts)."""
 
-    def __init__(self, n_genes: int, latent_dim: int, hidden: list[int], likelihood: str = "nb", dropout: float = 0.0):
+    def __init__(self, n_genes: int, latent_dim: int, hidden: list[int], likelihood: str = "nb", dropout: float = 0.0, dispersion: str = "gene"):
         super().__init__()
         if likelihood not in ("nb", "mse"):
             raise ValueError(f"likelihood must be 'nb' or 'mse', got {likelihood!r}.")
+        if dispersion not in ("gene", "gene-cell"):
+            raise ValueError(f"dispersion must be 'gene' or 'gene-cell', got {dispersion!r}.")
         self.likelihood = likelihood
+        self.dispersion = dispersion
         dims = [latent_dim, *hidden[::-1]]
         self.body = mlp(dims, dropout)
         self.out = nn.Linear(dims[-1], n_genes)
-        # log inverse-dispersion per gene; NB only, kept for a fixed state-dict layout
+        # log inverse-dispersion per gene (NB only; kept for a fixed state-dict layout)
         self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
+        # per-cell offsets to it, predicted from the latent ("gene-cell", as in scVI)
+        self.theta_head = nn.Linear(dims[-1], n_genes) if dispersion == "gene-cell" else None
+        if self.theta_head is not None:
+            nn.init.zeros_(self.theta_head.weight)
+            nn.init.zeros_(self.theta_head.bias)
 
     def forward(self, z: torch.Tensor) -> DecoderOutput:
-        h = self.out(self.body(z))
+        body = self.body(z)
+        h = self.out(body)
         if self.likelihood == "nb":
-            return DecoderOutput(rho=F.softmax(h, -1), theta=self.log_theta.exp(), logexpr=None)
+            log_theta = self.log_theta
+            if self.theta_head is not None:
+                log_theta = log_theta + self.theta_head(body)
+            return DecoderOutput(rho=F.softmax(h, -1), theta=log_theta.clamp(-8, 12).exp(), logexpr=None)
         logexpr = F.softplus(h)
         rho = torch.expm1(logexpr).clamp(min=0)
         rho = rho / rho.sum(-1, keepdim=True).clamp(min=1e-8)
@@ -101,13 +113,13 @@ class AutoEncoder(nn.Module):
 
     variational = False
 
-    def __init__(self, n_genes: int, latent_dim: int = 128, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.2):
+    def __init__(self, n_genes: int, latent_dim: int = 128, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.2, dispersion: str = "gene"):
         super().__init__()
         hidden = list(hidden or [512, 256])
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = mlp([n_genes, *hidden], dropout)
         self.to_latent = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout)
+        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x))
@@ -136,14 +148,14 @@ class VAE(nn.Module):
 
     variational = True
 
-    def __init__(self, n_genes: int, latent_dim: int = 32, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.0):
+    def __init__(self, n_genes: int, latent_dim: int = 32, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.0, dispersion: str = "gene"):
         super().__init__()
         hidden = list(hidden or [512, 256])
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = mlp([n_genes, *hidden], dropout)
         self.to_mean = nn.Linear(hidden[-1], latent_dim)
         self.to_logvar = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout)
+        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
