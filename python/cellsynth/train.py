@@ -164,7 +164,8 @@ def train_denoiser(
         opt.step()
         sched.step()
         ema.update(denoiser)
-        running = float(loss) if running is None else 0.99 * running + 0.01 * float(loss)
+        lv = loss.item()
+        running = lv if running is None else 0.99 * running + 0.01 * lv
         if step % 100 == 0:
             hist.train.append(running)
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)

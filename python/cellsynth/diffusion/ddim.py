@@ -42,7 +42,7 @@ class DDIMSampler:
         if n < 1:
             raise ValueError(f"the number of steps must be at least 1, got {n}.")
         n = min(n, top + 1)
-        grid = torch.linspace(0, top, n).round().long()
+        grid = torch.linspace(top, 0, n).round().long()  # n = 1 gives [top]
         self.timesteps = torch.flip(torch.unique(grid), [0])
 
     def _prev(self, t: int) -> int:

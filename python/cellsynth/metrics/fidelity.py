@@ -76,7 +76,8 @@ def fidelity(real_counts, generated_counts, train_counts=None, *, n_pcs: int = 5
     if train_counts is not None:
         train = _lognorm(train_counts)
         rep["control"] = compare(real, train, n_pcs=n_pcs, seed=seed, rf_trees=rf_trees)
-        rep["mmd_ratio"] = rep["generated"]["mmd"] / rep["control"]["mmd"]
+        ctrl = rep["control"]["mmd"]
+        rep["mmd_ratio"] = rep["generated"]["mmd"] / ctrl if ctrl > 0 else float("inf")
         n = min(n_pcs, train.shape[1])
         p = PCA(n, random_state=seed, svd_solver="full").fit(np.concatenate([train, real, gen]))
         rep["memorisation"] = memorisation(p.transform(train), p.transform(gen), p.transform(real))
