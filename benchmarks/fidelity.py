@@ -1,0 +1,94 @@
+"""Engine acceptance benchmark: fidelity, memorisation, training and sampling time.
+
+Protocol (issue "The cellsynth engine"): pbmc68k_reduced as UMI counts, halves
+stratified by ``bulk_labels``; ``cellsynth train`` with default settings on one half;
+generate as many cells as the other half; grade the generated *counts*
+(``layers['counts']``), log-normalised exactly as the real held-out counts are, with
+PCA fit on both sets together (``cellsynth.metrics.fidelity``; the AUCs are
+scikit-learn classifiers, out-of-fold over 5 stratified folds). The positive control
+grades the training half against the held-out half the same way.
+
+Repeated over model seeds; medians are what the README quotes.
+
+    .venv/bin/python benchmarks/fidelity.py            # 3 seeds, ~8 min on 2 cores
+    .venv/bin/python benchmarks/fidelity.py --seeds 0  # one seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
+
+from _split import pbmc_halves  # noqa: E402
+
+from cellsynth import CellSynth  # noqa: E402
+from cellsynth.cli import main as cli  # noqa: E402
+from cellsynth.metrics.fidelity import fidelity  # noqa: E402
+
+KEYS = ["rf_auc", "knn_auc", "ilisi", "spearman_gene_means", "mmd"]
+TARGET = {"rf_auc": "<= 0.70", "knn_auc": "<= 0.70", "ilisi": ">= 0.70", "spearman_gene_means": ">= 0.97", "mmd_ratio": "<= 3", "memorisation": ">= 0.8"}
+
+
+def run(seed: int, split: int, workdir: Path) -> dict:
+    train, test = pbmc_halves(split)
+    data = workdir / f"train{split}.h5ad"
+    train.write_h5ad(data)
+    model_dir = workdir / f"model{seed}"
+    t0 = time.perf_counter()
+    rc = cli(["train", str(data), "--out", str(model_dir), "--seed", str(seed), "--overwrite", "-q"])
+    t_train = time.perf_counter() - t0
+    assert rc == 0
+    m = CellSynth.load(model_dir)
+    res = {"seed": seed, "split": split, "train_seconds": t_train}
+    for sampler, steps in (("ddim", 50), ("ddpm", None)):
+        t0 = time.perf_counter()
+        g = m.generate(test.n_obs, sampler=sampler, steps=steps, seed=seed + 100, progress_bar=False)
+        res[f"{sampler}_seconds"] = time.perf_counter() - t0
+        res[sampler] = fidelity(test.X, g.layers["counts"], train.X, seed=seed)
+    return res
+
+
+def summarise(runs: list[dict]) -> str:
+    med = lambda f: float(np.median([f(r) for r in runs]))  # noqa: E731
+    lines = [f"pbmc68k_reduced halves, {len(runs)} run(s) (model seeds {[r['seed'] for r in runs]}); medians", ""]
+    lines.append(f"{'metric':24s} {'DDIM-50':>9s} {'DDPM-1000':>10s} {'real-vs-real':>13s} {'target':>9s}")
+    for k in KEYS:
+        lines.append(f"{k:24s} {med(lambda r: r['ddim']['generated'][k]):9.3f} {med(lambda r: r['ddpm']['generated'][k]):10.3f} {med(lambda r: r['ddim']['control'][k]):13.3f} {TARGET.get(k, ''):>9s}")
+    for k in ("mmd_ratio", "memorisation"):
+        lines.append(f"{k:24s} {med(lambda r: r['ddim'][k]):9.3f} {med(lambda r: r['ddpm'][k]):10.3f} {'':13s} {TARGET[k]:>9s}")
+    lines.append("")
+    lines.append(f"cellsynth train (defaults): {med(lambda r: r['train_seconds']):.0f} s median")
+    dd, dp = med(lambda r: r["ddim_seconds"]), med(lambda r: r["ddpm_seconds"])
+    lines.append(f"generate 350 cells: DDIM-50 {dd:.2f} s, DDPM-1000 {dp:.2f} s, speed-up {dp / dd:.1f}x")
+    gap = [abs(r["ddim"]["generated"][k] - r["ddpm"]["generated"][k]) for r in runs for k in ("rf_auc", "knn_auc")]
+    lines.append(f"|AUC(DDIM) - AUC(DDPM)|: median {np.median(gap):.3f}, max {np.max(gap):.3f}")
+    lines.append("")
+    lines.append("per run (DDIM-50): " + "; ".join(f"seed {r['seed']}: RF {r['ddim']['generated']['rf_auc']:.3f} 5-NN {r['ddim']['generated']['knn_auc']:.3f}" for r in runs))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--split", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/out/fidelity.json")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        runs = [run(s, a.split, Path(d)) for s in a.seeds]
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(runs, indent=2))
+    print(summarise(runs))
+
+
+if __name__ == "__main__":
+    main()
