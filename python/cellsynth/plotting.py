@@ -42,12 +42,13 @@ def umap_real_vs_generated(real_log: np.ndarray, generated_log: np.ndarray, path
     if real_labels is not None:
         ax = axes[0, 1]
         labels = pd.Categorical(np.asarray(real_labels))
-        # tab20 without its two greys, so no label shares the generated cells' grey
-        palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
+        # tab10 then tab20's light shades, both without grey: no label looks like a generated cell
+        palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+        palette += [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i % 2 and i != 15]
         ax.scatter(u[n_real:, 0], u[n_real:, 1], c="#d9d9d9", s=8, linewidths=0, label="generated")
         for i, cat in enumerate(labels.categories):
             sel = np.where(labels == cat)[0]
-            ax.scatter(u[sel, 0], u[sel, 1], color=palette[(2 * i) % len(palette)] if len(labels.categories) <= 9 else palette[i % len(palette)], s=8, linewidths=0, label=str(cat))
+            ax.scatter(u[sel, 0], u[sel, 1], color=palette[i % len(palette)], s=8, linewidths=0, label=str(cat))
         ax.legend(frameon=False, fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
         ax.set_title("real cells by label (generated in grey)")
     for ax in axes.ravel():
