@@ -58,7 +58,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         hp["diffusion_steps"] = a.diffusion_steps
     if a.encoder is not None:
         hp["encoder"] = a.encoder
-    m = CellSynth(a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, seed=a.seed, device=a.device, **hp)
+    m = CellSynth(a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, pretrained=a.pretrained, seed=a.seed, device=a.device, **hp)
     log.info("%r", m)
     m.fit(progress_bar=not a.quiet)
     m.save(a.out, overwrite=a.overwrite)
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label", action="append", default=[], help="obs column to condition on (repeatable)")
     t.add_argument("--layer", default=None, help="expression layer (default: layers['counts'] if present, else X)")
     t.add_argument("--encoder", choices=["vae", "ae"], default=None, help="gene-space encoder (default vae)")
+    t.add_argument("--pretrained", default=None, metavar="MODEL_DIR", help="start the encoder from a saved model, aligned to these genes by name")
     t.add_argument("--epochs", type=int, default=None, help="maximum encoder epochs (early stopping on held-out cells)")
     t.add_argument("--diffusion-steps", type=int, default=None, help="denoiser optimisation steps")
     t.add_argument("--seed", type=int, default=0)

@@ -28,6 +28,7 @@ from .data.intake import InputError, Prepared, normalise_log, prepare
 from .diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from .io.checkpoint import ModelFileError, load_model, save_model
 from .nn import ENCODERS, EMA, SkipMLP
+from .pretrained import align_gene_parameters, read_pretrained_encoder
 from .progress import progress
 from .train import History, train_denoiser, train_encoder
 
@@ -101,6 +102,11 @@ class CellSynth:
         Expression layer to use (default ``layers['counts']`` if present, else ``X``).
     drop_empty_cells
         Drop cells with zero counts with a warning instead of refusing the data.
+    pretrained
+        Directory of a saved cellsynth model whose encoder to start from; its weights
+        are aligned to this data's genes by name (shared genes copied, new genes
+        initialised fresh) and fine-tuned by :meth:`fit`. Its encoder architecture
+        is used.
     seed
         Seed for every random path of training (splits, batches, noise).
     device
@@ -125,10 +131,19 @@ class CellSynth:
         *,
         layer: str | None = None,
         drop_empty_cells: bool = False,
+        pretrained: str | os.PathLike | None = None,
         seed: int = 0,
         device: str | None = None,
         **hyperparameters,
     ):
+        pre = None
+        if pretrained is not None:
+            arch, state, src_genes = read_pretrained_encoder(pretrained)
+            clash = {k: v for k, v in hyperparameters.items() if k in arch and v != arch[k]}
+            if clash:
+                raise ValueError(f"{clash} conflict with the pretrained encoder's architecture {arch}; drop them.")
+            hyperparameters = {**hyperparameters, **arch}
+            pre = (state, src_genes)
         self.hparams = Hyperparameters.from_dict(hyperparameters)
         self.hparams.check()
         self.seed = int(seed)
@@ -146,6 +161,9 @@ class CellSynth:
         self.categories = self.data.categories
         self.input_kind = self.data.input_kind
         self._build()
+        self.pretrained_genes_shared = None
+        if pre is not None:
+            self.pretrained_genes_shared = align_gene_parameters(self.encoder, pre[0], pre[1], self.genes)
 
     # ------------------------------------------------------------------ set-up
     @property

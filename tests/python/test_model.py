@@ -170,3 +170,30 @@ def test_get_latent_is_standardised(trained):
     assert z.shape == (120, trained.diff_dim)
     np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(z.std(0), 1, atol=0.02)
+
+
+def test_pretrained_encoder_aligned_by_gene_name(trained, tmp_path):
+    trained.save(tmp_path / "pre")
+    new = toy_counts(seed=3)[:, 10:]  # drops g0..g9
+    new.var_names = list(new.var_names[:-5]) + [f"new{j}" for j in range(5)]
+    m = cellsynth.CellSynth(new, pretrained=tmp_path / "pre", seed=1, **{k: v for k, v in FAST.items() if k not in ("latent_dim", "encoder_hidden")})
+    assert m.pretrained_genes_shared == 25 and m.hparams.latent_dim == trained.hparams.latent_dim
+    src = trained.encoder.state_dict()
+    dst = m.encoder.state_dict()
+    first = "encoder.0.weight"
+    torch.testing.assert_close(dst[first][:, :25], src[first][:, 10:35])  # shared genes copied by name
+    torch.testing.assert_close(dst["decoder.out.bias"][:25], src["decoder.out.bias"][10:35])
+    assert not torch.allclose(dst[first][:, 25:], src[first][:, 35:40])  # new genes start fresh
+    torch.testing.assert_close(dst["to_mean.weight"], src["to_mean.weight"])  # gene-free layers copied
+    m.fit(progress_bar=False)
+    assert m.generate(5).shape == (5, 30)
+
+
+def test_pretrained_needs_shared_genes(trained, tmp_path):
+    trained.save(tmp_path / "pre")
+    other = toy_counts()
+    other.var_names = [f"x{j}" for j in range(other.n_vars)]
+    with pytest.raises(ValueError, match="at least 50% must be shared"):
+        cellsynth.CellSynth(other, pretrained=tmp_path / "pre")
+    with pytest.raises(ValueError, match="conflict"):
+        cellsynth.CellSynth(toy_counts(), pretrained=tmp_path / "pre", latent_dim=99)
