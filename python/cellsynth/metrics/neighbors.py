@@ -54,7 +54,8 @@ def lisi(x: np.ndarray, labels: np.ndarray, *, k: int = 90, perplexity: float = 
     if neighbors is None:
         neighbors = knn(x, k)
     d2, idx = neighbors
-    return _backend.impl.lisi(np.sqrt(d2), idx, np.asarray(labels), float(perplexity))
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    return _backend.impl.lisi(np.sqrt(np.asarray(d2, dtype=np.float64)), np.asarray(idx, dtype=np.int64), codes.astype(np.int64), float(perplexity))
 
 
 def ilisi(x: np.ndarray, batch: np.ndarray, *, k: int = 90, perplexity: float = 30.0, neighbors=None) -> float:

@@ -1,0 +1,92 @@
+"""Native kernels against the NumPy/torch reference: shapes, dtypes, edge cases."""
+
+import numpy as np
+import pytest
+
+from cellsynth.metrics import _reference, knn, lisi, mmd
+
+core = pytest.importorskip("cellsynth._core", reason="native kernels not built (reference path in use)")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,d,k", [(1, 3, 1), (7, 2, 3), (300, 50, 30), (1031, 17, 5)])
+def test_knn_parity(dtype, n, d, k):
+    rng = np.random.default_rng(n + d)
+    x = rng.normal(size=(n, d)).astype(dtype)
+    nd, ni = core.knn(x, k)
+    rd, ri = _reference.knn(x, k)
+    assert nd.shape == rd.shape == (n, min(k, n - 1))
+    np.testing.assert_allclose(nd, rd, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(ni, ri)
+
+
+def test_knn_query_k_larger_than_n_and_empty():
+    rng = np.random.default_rng(0)
+    x, q = rng.normal(size=(6, 4)), rng.normal(size=(9, 4))
+    nd, ni = core.knn(x, 50, q)
+    rd, ri = _reference.knn(x, 50, q)
+    assert nd.shape == (9, 6)
+    np.testing.assert_array_equal(ni, ri)
+    ed, ei = core.knn(x, 3, np.zeros((0, 4)))
+    assert ed.shape == (0, 3) and ei.shape == (0, 3)
+    with pytest.raises(ValueError):
+        core.knn(x, 2, np.zeros((2, 5)))
+    with pytest.raises(ValueError):
+        core.knn(np.zeros(5), 2)
+
+
+def test_non_contiguous_and_nan_through_public_api():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(200, 20))
+    x = base[::2, ::2]  # strided view
+    d, i = knn(x, 4)
+    rd, ri = _reference.knn(np.ascontiguousarray(x), 4)
+    np.testing.assert_array_equal(i, ri)
+    bad = base.copy()
+    bad[3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        knn(bad, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        mmd(bad, base)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("biased", [True, False])
+def test_mmd_parity_to_1e6(dtype, biased):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(700, 50)).astype(dtype)
+    y = (rng.normal(size=(650, 50)) * 1.1 + 0.05).astype(dtype)
+    sig = list(np.median(np.sqrt(_reference.knn(np.r_[x, y], 1)[0])) * np.array([0.5, 1, 2, 4, 8]))
+    ref = _reference.mmd(x.astype(np.float64), y.astype(np.float64), np.array(sig), biased)
+    got = core.mmd(x, y, sig, biased)
+    assert abs(got - ref) <= 1e-6 * abs(ref), (got, ref)
+
+
+def test_mmd_tiny_and_refusals():
+    x = np.array([[0.0, 0.0], [1.0, 0.0]])
+    y = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 2.0]])
+    for biased in (True, False):
+        assert np.isclose(core.mmd(x, y, [1.0], biased), _reference.mmd(x, y, np.array([1.0]), biased), rtol=1e-12)
+    with pytest.raises(ValueError):
+        core.mmd(x[:1], y, [1.0], False)
+
+
+def test_lisi_parity():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 8))
+    labels = rng.integers(0, 3, 500)
+    d2, idx = _reference.knn(x, 90)
+    got = core.lisi(np.sqrt(d2), idx, labels.astype(np.int64), 30.0)
+    ref = _reference.lisi(np.sqrt(d2), idx, labels, 30.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    assert np.allclose(lisi(x, np.array(["a", "b", "c"])[labels], k=90), ref)
+
+
+def test_environment_variable_forces_reference_path():
+    import subprocess
+    import sys
+
+    code = "import cellsynth.metrics as m; print(m.backend())"
+    env = {**__import__("os").environ, "CELLSYNTH_BACKEND": "python"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python"
