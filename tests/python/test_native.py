@@ -90,3 +90,13 @@ def test_environment_variable_forces_reference_path():
     env = {**__import__("os").environ, "CELLSYNTH_BACKEND": "python"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "python"
+
+
+@pytest.mark.parametrize("sigmas", [[0.7, 1.3, 3.1], [8.0, 0.5, 2.0, 1.0, 4.0], [2.0, 1.0]])
+def test_mmd_parity_ladder_and_general_scales(sigmas):
+    """Power-of-two ladders (in any order) take the one-exp path; other sets the general one."""
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(300, 6)), rng.normal(0.2, 1.0, size=(280, 6))
+    for biased in (True, False):
+        ref = _reference.mmd(x, y, np.array(sigmas), biased)
+        assert abs(core.mmd(x, y, sigmas, biased) - ref) <= 1e-9 * abs(ref)

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -167,6 +168,9 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
   for (int64_t t = 0; t < ntiles; ++t) pack_tile(b, d, t * TB, std::min<int64_t>(TB, nb - t * TB), packed.data() + t * d * TB);
   const int ns = static_cast<int>(inv2s2.size());
   std::vector<T> invf(inv2s2.begin(), inv2s2.end());
+  // a power-of-two ladder of scales (the default) sorted widest first
+  bool ladder = ns > 1;
+  for (int s = 1; s < ns && ladder; ++s) ladder = std::fabs(inv2s2[s] / inv2s2[s - 1] - 4.0) < 1e-9;
   const int64_t nqb = (na + QB - 1) / QB;
   double total = 0.0;
 #pragma omp parallel reduction(+ : total)
@@ -193,9 +197,21 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
           for (int64_t u = 0; u < nc; ++u) {
             if (same && !include_diag && c0 + u == ai) continue;
             const T dist = std::max(T(0), an[ai] + bn[c0 + u] - T(2) * dots[r][u]);
-            T kv = T(0);
-            for (int s = 0; s < ns; ++s) kv += std::exp(-dist * invf[s]);
-            row += kv;
+            if (ladder) {
+              // scales sigma_max / 2^s: exp(-d inv_s) = u^(4^s), one exp in double
+              double e = std::exp(-static_cast<double>(dist) * inv2s2[0]);
+              double kv = e;
+              for (int s = 1; s < ns; ++s) {
+                e *= e;
+                e *= e;
+                kv += e;
+              }
+              row += kv;
+            } else {
+              T kv = T(0);
+              for (int s = 0; s < ns; ++s) kv += std::exp(-dist * invf[s]);
+              row += kv;
+            }
           }
           total += row;
         }
@@ -207,8 +223,10 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
 
 template <typename T>
 double mmd(const T* x, int64_t n, const T* y, int64_t m, int64_t d, const std::vector<double>& sigmas, bool biased) {
-  std::vector<double> inv(sigmas.size());
-  for (size_t s = 0; s < sigmas.size(); ++s) inv[s] = 1.0 / (2.0 * sigmas[s] * sigmas[s]);
+  std::vector<double> sorted(sigmas);
+  std::sort(sorted.begin(), sorted.end(), std::greater<double>());  // widest first
+  std::vector<double> inv(sorted.size());
+  for (size_t s = 0; s < sorted.size(); ++s) inv[s] = 1.0 / (2.0 * sorted[s] * sorted[s]);
   const double kxx = kernel_sum(x, n, x, n, d, inv, true, biased);
   const double kyy = kernel_sum(y, m, y, m, d, inv, true, biased);
   const double kxy = kernel_sum(x, n, y, m, d, inv, false, true);
