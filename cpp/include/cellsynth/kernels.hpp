@@ -81,6 +81,26 @@ inline std::vector<T> row_sqnorms(const T* x, int64_t n, int64_t d) {
   return out;
 }
 
+// All reference rows packed into transposed tiles, one after another (zero-padded).
+template <typename T>
+inline std::vector<T> pack_all(const T* x, int64_t n, int64_t d) {
+  const int64_t ntiles = (n + TB - 1) / TB;
+  std::vector<T> packed(static_cast<size_t>(ntiles) * d * TB);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < ntiles; ++b) pack_tile(x, d, b * TB, std::min<int64_t>(TB, n - b * TB), packed.data() + b * d * TB);
+  return packed;
+}
+
+// Copy query rows [r0, r0 + nr) into qbuf (QB x d, zero rows past nr) and point qp at them.
+template <typename T>
+inline void load_queries(const T* q, int64_t r0, int nr, int64_t d, T* qbuf, const T** qp) {
+  for (int r = 0; r < QB; ++r) {
+    T* dst = qbuf + r * d;
+    for (int64_t j = 0; j < d; ++j) dst[j] = r < nr ? q[(r0 + r) * d + j] : T(0);
+    qp[r] = dst;
+  }
+}
+
 // Exact k nearest neighbours of each query row among the rows of x.
 // self_query: q == x and a point is not its own neighbour. Outputs are m x k,
 // squared Euclidean distances (double) and indices, nearest first.
@@ -91,10 +111,7 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
   const std::vector<T> xn = row_sqnorms(x, n, d);
   const std::vector<T> qn = self_query ? xn : row_sqnorms(q, m, d);
   const int64_t ntiles = (n + TB - 1) / TB;
-  // pack all reference tiles once (n * d floats, padded)
-  std::vector<T> packed(static_cast<size_t>(ntiles) * d * TB);
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < ntiles; ++b) pack_tile(x, d, b * TB, std::min<int64_t>(TB, n - b * TB), packed.data() + b * d * TB);
+  const std::vector<T> packed = pack_all(x, n, d);
 
   const int64_t nqb = (m + QB - 1) / QB;
 #pragma omp parallel
@@ -107,12 +124,8 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
       const int64_t r0 = blk * QB;
       const int nr = static_cast<int>(std::min<int64_t>(QB, m - r0));
       const T* qp[QB];
-      for (int r = 0; r < QB; ++r) {
-        T* dst = qbuf.data() + r * d;
-        for (int64_t j = 0; j < d; ++j) dst[j] = r < nr ? q[(r0 + r) * d + j] : T(0);
-        qp[r] = dst;
-        cand[r].clear();
-      }
+      load_queries(q, r0, nr, d, qbuf.data(), qp);
+      for (int r = 0; r < QB; ++r) cand[r].clear();
       T worst[QB];
       for (int r = 0; r < QB; ++r) worst[r] = std::numeric_limits<T>::infinity();
       for (int64_t b = 0; b < ntiles; ++b) {
@@ -163,9 +176,7 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
   const std::vector<T> an = row_sqnorms(a, na, d);
   const std::vector<T> bn = same ? an : row_sqnorms(b, nb, d);
   const int64_t ntiles = (nb + TB - 1) / TB;
-  std::vector<T> packed(static_cast<size_t>(ntiles) * d * TB);
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < ntiles; ++t) pack_tile(b, d, t * TB, std::min<int64_t>(TB, nb - t * TB), packed.data() + t * d * TB);
+  const std::vector<T> packed = pack_all(b, nb, d);
   const int ns = static_cast<int>(inv2s2.size());
   std::vector<T> invf(inv2s2.begin(), inv2s2.end());
   // a power-of-two ladder of scales (the default) sorted widest first
@@ -182,11 +193,7 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
       const int64_t r0 = blk * QB;
       const int nr = static_cast<int>(std::min<int64_t>(QB, na - r0));
       const T* qp[QB];
-      for (int r = 0; r < QB; ++r) {
-        T* dst = qbuf.data() + r * d;
-        for (int64_t j = 0; j < d; ++j) dst[j] = r < nr ? a[(r0 + r) * d + j] : T(0);
-        qp[r] = dst;
-      }
+      load_queries(a, r0, nr, d, qbuf.data(), qp);
       for (int64_t t = 0; t < ntiles; ++t) {
         dot_block(qp, packed.data() + t * d * TB, d, dots);
         const int64_t c0 = t * TB;
