@@ -28,7 +28,3 @@ def sample_nb(mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> 
     lam = rng.gamma(shape=theta, scale=np.where(theta > 0, mean / np.maximum(theta, 1e-12), 0.0))
     return rng.poisson(lam).astype(np.float32)
 
-
-def sample_poisson(mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Poisson counts (the NB limit theta -> inf)."""
-    return rng.poisson(np.asarray(mean, dtype=np.float64)).astype(np.float32)

@@ -11,10 +11,14 @@ from .neighbors import _check, knn
 SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def median_heuristic(x: np.ndarray, y: np.ndarray) -> float:
-    """Median distance from each pooled point to its nearest other point."""
-    pooled = np.concatenate([x, y])
-    d2, _ = knn(pooled, 1)
+def median_heuristic(x: np.ndarray, y: np.ndarray, *, neighbors: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Median distance from each pooled point (``x`` then ``y``) to its nearest other point.
+
+    ``neighbors`` reuses a self-query :func:`knn` result on the pooled points.
+    """
+    if neighbors is None:
+        neighbors = knn(np.concatenate([x, y]), 1)
+    d2 = neighbors[0]
     med = float(np.median(np.sqrt(d2[:, 0])))
     return med if med > 0 else 1.0
 

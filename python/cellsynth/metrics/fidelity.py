@@ -15,8 +15,8 @@ from sklearn.decomposition import PCA
 
 from ..data.intake import normalise_log
 from .classifier import knn_auc, rf_auc
-from .distribution import gene_mean_correlation, mmd
-from .neighbors import ilisi, memorisation
+from .distribution import SCALES, gene_mean_correlation, median_heuristic, mmd
+from .neighbors import ilisi, knn, memorisation
 
 
 def _lognorm(m) -> np.ndarray:
@@ -35,12 +35,14 @@ def compare(real: np.ndarray, other: np.ndarray, *, n_pcs: int = 50, seed: int =
     pr, po = _pcs(real, other, n_pcs, seed)
     batch = np.r_[np.zeros(len(pr)), np.ones(len(po))]
     pooled = np.concatenate([pr, po])
+    nb = knn(pooled, min(90, len(pooled) - 1))  # one kNN serves iLISI and the MMD bandwidth
+    sigmas = median_heuristic(pr, po, neighbors=nb) * np.asarray(SCALES)
     out = {
         "rf_auc": rf_auc(pr, po, n_estimators=rf_trees, seed=seed),
         "knn_auc": knn_auc(pr, po, k=5, seed=seed),
-        "ilisi": ilisi(pooled, batch, k=min(90, len(pooled) - 1)),
-        "mmd": mmd(pr, po, biased=True),
-        "mmd_unbiased": mmd(pr, po, biased=False),
+        "ilisi": ilisi(pooled, batch, neighbors=nb),
+        "mmd": mmd(pr, po, sigmas=sigmas, biased=True),
+        "mmd_unbiased": mmd(pr, po, sigmas=sigmas, biased=False),
     }
     out.update({f"{k}_gene_means": v for k, v in gene_mean_correlation(real, other).items()})
     return out
