@@ -58,7 +58,10 @@ def cmd_train(a: argparse.Namespace) -> None:
         hp["diffusion_steps"] = a.diffusion_steps
     if a.encoder is not None:
         hp["encoder"] = a.encoder
-    m = CellSynth(a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, pretrained=a.pretrained, seed=a.seed, device=a.device, **hp)
+    m = CellSynth(
+        a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, pretrained=a.pretrained,
+        clusters=a.clusters, seed=a.seed, device=a.device, **hp,
+    )
     log.info("%r", m)
     m.fit(progress_bar=not a.quiet)
     m.save(a.out, overwrite=a.overwrite)
@@ -68,11 +71,20 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_generate(a: argparse.Namespace) -> None:
     from .model import CellSynth
 
+    from .conditions import parse_condition_args
+
+    conditions = parse_condition_args(a.condition)
     m = CellSynth.load(a.model, device=a.device)
     t0 = time.perf_counter()
-    out = m.generate(a.n_cells, sampler=a.sampler, steps=a.steps, seed=a.seed, progress_bar=not a.quiet)
+    out = m.generate(
+        a.n_cells, conditions=conditions, per_condition=a.per_condition, guidance=a.guidance, scale=a.scale,
+        filter=a.filter, keep_fraction=a.keep_fraction, sampler=a.sampler, steps=a.steps, seed=a.seed,
+        progress_bar=not a.quiet,
+    )
     write_h5ad_atomic(out, a.out)
-    print(f"generated {a.n_cells} cells in {time.perf_counter() - t0:.1f} s ({a.sampler}); wrote {a.out}")
+    f = out.uns["cellsynth"]["filter"]
+    extra = f"; {f['method']} filter kept {f['kept']} of {f['drawn']} drawn" if a.filter else ""
+    print(f"generated {a.n_cells} cells in {time.perf_counter() - t0:.1f} s ({a.sampler}{extra}); wrote {a.out}")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -113,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pretrained", default=None, metavar="MODEL_DIR", help="start the encoder from a saved model, aligned to these genes by name")
     t.add_argument("--epochs", type=int, default=None, help="maximum encoder epochs (early stopping on held-out cells)")
     t.add_argument("--diffusion-steps", type=int, default=None, help="denoiser optimisation steps")
+    t.add_argument(
+        "--clusters", action=argparse.BooleanOptionalAction, default=None,
+        help="also condition on Leiden clusters (obs column 'cluster'); default: only when no --label is given",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     t.add_argument("--drop-empty-cells", action="store_true", help="drop cells with zero counts instead of refusing")
@@ -127,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output .h5ad")
     g.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     g.add_argument("--steps", type=int, default=50, help="DDIM steps (DDPM always walks all of them)")
+    g.add_argument("--condition", action="append", metavar="COL=VALUE", help="generate cells of this label (repeatable: combine columns)")
+    g.add_argument("--per-condition", action="store_true", help="split --n-cells over every label combination in its training proportion")
+    g.add_argument("--guidance", choices=["cfg", "classifier"], default="cfg", help="classifier-free (default) or noisy-latent classifier guidance")
+    g.add_argument("--scale", type=float, default=None, help="guidance strength (cfg: 1 = plain conditional, default; classifier: gamma, default 10)")
+    g.add_argument("--filter", choices=["discriminator", "classifier"], default=None, help="quality filter: keep the most real-looking cells, or those labelled as asked")
+    g.add_argument("--keep-fraction", type=float, default=0.8, help="fraction kept by --filter discriminator (default 0.8, as SCLD)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--quiet", "-q", action="store_true")

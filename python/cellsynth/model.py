@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 
@@ -23,14 +24,17 @@ import scipy.sparse as sp
 import torch
 
 from . import __version__
+from .conditions import proportional_plan, resolve_conditions
 from .counts import sample_nb
+from .data.cluster import leiden_clusters
 from .data.intake import InputError, Prepared, normalise_log, prepare
 from .diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
+from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, cfg_combine, classifier_log_prob_grad
 from .io.checkpoint import ModelFileError, load_model, save_model
-from .nn import ENCODERS, EMA, SkipMLP
+from .nn import ENCODERS, EMA, Discriminator, LatentClassifier, SkipMLP
 from .pretrained import align_gene_parameters, read_pretrained_encoder
 from .progress import progress
-from .train import History, train_denoiser, train_encoder
+from .train import History, train_classifier, train_denoiser, train_discriminator, train_encoder
 
 log = logging.getLogger("cellsynth")
 
@@ -65,6 +69,11 @@ class Hyperparameters:
     diffusion_lr: float = 1e-3
     ema_decay: float = 0.999
     cond_dropout: float = 0.1
+    classifier_hidden: list[int] = field(default_factory=lambda: [256, 256, 128])
+    classifier_steps: int = 2000
+    discriminator_steps: int = 1000
+    min_cells_per_label: int = 5
+    cluster_resolution: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "Hyperparameters":
@@ -107,6 +116,10 @@ class CellSynth:
         are aligned to this data's genes by name (shared genes copied, new genes
         initialised fresh) and fine-tuned by :meth:`fit`. Its encoder architecture
         is used.
+    clusters
+        Condition on Leiden clusters of the data (SCLD's pre-guidance), stored as the
+        label column ``"cluster"``, so you can ask for "more of this cluster".
+        Default (``None``): only when no ``labels`` are given.
     seed
         Seed for every random path of training (splits, batches, noise).
     device
@@ -132,6 +145,7 @@ class CellSynth:
         layer: str | None = None,
         drop_empty_cells: bool = False,
         pretrained: str | os.PathLike | None = None,
+        clusters: bool | None = None,
         seed: int = 0,
         device: str | None = None,
         **hyperparameters,
@@ -156,9 +170,21 @@ class CellSynth:
         if isinstance(labels, str):
             labels = [labels]
         self.data = prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
+        self.cluster_column = None
+        if clusters or (clusters is None and not labels):
+            self._add_clusters()
         self.genes = self.data.genes
         self.labels = list(self.data.labels)
         self.categories = self.data.categories
+        self.label_counts = {
+            c: {name: int(k) for name, k in zip(self.categories[c], np.bincount(self.data.labels[c], minlength=len(self.categories[c])))}
+            for c in self.labels
+        }
+        if self.labels:
+            keys, k = np.unique(np.stack([self.data.labels[c] for c in self.labels], 1), axis=0, return_counts=True)
+            self.combinations = [[*map(int, key), int(n)] for key, n in zip(keys, k)]
+        else:
+            self.combinations = []
         self.input_kind = self.data.input_kind
         self._build()
         self.pretrained_genes_shared = None
@@ -166,6 +192,19 @@ class CellSynth:
             self.pretrained_genes_shared = align_gene_parameters(self.encoder, pre[0], pre[1], self.genes)
 
     # ------------------------------------------------------------------ set-up
+    def _add_clusters(self) -> None:
+        d = self.data
+        name = "cluster" if "cluster" not in d.labels else "cellsynth_cluster"
+        if d.x_log.shape[0] < 10:
+            log.warning("too few cells (%d) to cluster; training without cluster conditions", d.x_log.shape[0])
+            return
+        found = leiden_clusters(d.x_log, resolution=self.hparams.cluster_resolution, seed=self.seed)
+        cats = sorted(set(found), key=lambda v: (len(v), v))
+        d.labels[name] = np.asarray([cats.index(v) for v in found], dtype=np.int64)
+        d.categories[name] = cats
+        self.cluster_column = name
+        log.info("no labels given: conditioning on %d Leiden clusters (column %r)", len(cats), name)
+
     @property
     def count_level(self) -> bool:
         return self.input_kind == "counts"
@@ -190,6 +229,11 @@ class CellSynth:
             dropout=hp.denoiser_dropout,
         ).to(self.device)
         self.ema = EMA(self.denoiser, hp.ema_decay).to(self.device)
+        self.classifiers = torch.nn.ModuleList(
+            LatentClassifier(self.diff_dim, len(self.categories[c]), hidden=hp.classifier_hidden) for c in self.labels
+        ).to(self.device)
+        self.discriminator = Discriminator(self.diff_dim).to(self.device)
+        self.has_discriminator = False
         self.schedule = NoiseSchedule(hp.schedule, hp.n_steps).to(self.device)
         self.latent_mean = torch.zeros(self.diff_dim, device=self.device)
         self.latent_std = torch.ones(self.diff_dim, device=self.device)
@@ -240,7 +284,22 @@ class CellSynth:
             batch_size=hp.diffusion_batch_size, lr=hp.diffusion_lr, prediction=hp.prediction,
             cond_dropout=hp.cond_dropout, generator=g, show_progress=progress_bar,
         )
+        self.history["classifiers"] = []
+        for j, col in enumerate(self.labels):
+            if hp.classifier_steps > 0:
+                self.history["classifiers"].append(train_classifier(
+                    self.classifiers[j], self.schedule, zs, torch.as_tensor(d.labels[col], device=self.device),
+                    steps=hp.classifier_steps, batch_size=hp.diffusion_batch_size, generator=g,
+                    show_progress=progress_bar, desc=f"classifier {col}",
+                ))
         self.is_trained = True
+        if hp.discriminator_steps > 0:
+            # SCLD post-guidance: score generated latents against real ones
+            fake = self._sample(max(zs.shape[0], 512), None, "cfg", 1.0, "ddim", 50, 0.5, 0.0, g, progress_bar=False)
+            self.history["discriminator"] = train_discriminator(
+                self.discriminator, zs, fake, steps=hp.discriminator_steps, generator=g, show_progress=progress_bar,
+            )
+            self.has_discriminator = True
         return self
 
     @torch.no_grad()
@@ -296,11 +355,84 @@ class CellSynth:
             return self.schedule.eps_from_v(z, out, t)
         return out
 
+    def _cond_tensor(self, n: int, codes: dict[str, int]) -> torch.Tensor | None:
+        """Per-cell condition codes, the null token for columns not asked for."""
+        if not self.labels:
+            return None
+        c = self.denoiser.null_condition(n, self.device)
+        for j, col in enumerate(self.labels):
+            if col in codes:
+                c[:, j] = codes[col]
+        return c
+
+    def _guidance_weights(self, scale: float | dict | None, codes: dict[str, int]) -> list[float]:
+        if isinstance(scale, dict):
+            unknown = sorted(set(scale) - set(self.labels))
+            if unknown:
+                raise InputError(f"Guidance scale given for unknown column(s) {unknown}; columns: {self.labels}.")
+            return [float(scale.get(c, CLASSIFIER_SCALE)) for c in self.labels]
+        return [float(CLASSIFIER_SCALE if scale is None else scale)] * len(self.labels)
+
+    @torch.no_grad()
+    def _sample(
+        self,
+        n: int,
+        cond: torch.Tensor | None,
+        guidance: str,
+        scale: float | dict | None,
+        sampler: str,
+        steps: int | None,
+        variance_weight: float,
+        eta: float,
+        g: torch.Generator,
+        *,
+        batch_size: int = 4096,
+        progress_bar: bool = True,
+    ) -> torch.Tensor:
+        """Standardised latents; ``cond`` (n, columns) holds codes or the null token."""
+        net = self.ema.model
+        null = self.denoiser.null_condition(1, self.device) if self.labels else None
+        conditional = cond is not None and bool((cond != null).any())
+        weights, targets = None, None
+        if conditional and guidance == "classifier":
+            codes = {col: int(cond[0, j]) for j, col in enumerate(self.labels) if int(cond[0, j]) != int(null[0, j])}
+            weights = self._guidance_weights(scale, codes)
+        cfg_scale = 1.0 if scale is None or guidance != "cfg" else float(scale)
+        out = []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            cb = cond[start : start + m] if cond is not None else None
+            if weights is not None:
+                targets = [cb[:, j] if int(cb[0, j]) != int(null[0, j]) else None for j in range(len(self.labels))]
+            s = self._sampler(sampler, steps, variance_weight, eta)
+            z = torch.randn((m, self.diff_dim), generator=g).to(self.device)
+            for t in progress(s.timesteps.tolist(), desc=f"{sampler} sampling", disable=not progress_bar):
+                tb = torch.full((m,), t, device=self.device, dtype=torch.long)
+                if not conditional or guidance == "classifier":
+                    eps = self._eps(net, z, tb, None)
+                elif cfg_scale == 1.0:
+                    eps = self._eps(net, z, tb, cb)
+                else:
+                    both = self._eps(net, torch.cat([z, z]), torch.cat([tb, tb]), torch.cat([null.expand_as(cb), cb]))
+                    eps = cfg_combine(both[:m], both[m:], cfg_scale)
+                if targets is not None:
+                    grad = classifier_log_prob_grad(self.classifiers, z, tb, targets, weights)
+                    eps = apply_classifier_guidance(eps, grad, self.schedule, tb, self.schedule.n_steps // 2)
+                z = s.step(eps, t, z, generator=g).prev_sample
+            out.append(z)
+        z = torch.cat(out)
+        # keep samples inside the range the training latents span (a little slack)
+        span = self.latent_max - self.latent_min
+        return torch.maximum(torch.minimum(z, self.latent_max + 0.1 * span), self.latent_min - 0.1 * span)
+
     @torch.no_grad()
     def sample_latent(
         self,
         n_cells: int,
         *,
+        conditions: dict[str, str] | None = None,
+        guidance: str = "cfg",
+        scale: float | dict | None = None,
         sampler: str = "ddim",
         steps: int | None = 50,
         seed: int = 0,
@@ -309,26 +441,83 @@ class CellSynth:
         batch_size: int = 4096,
         progress_bar: bool = True,
     ) -> torch.Tensor:
-        """Sample ``n_cells`` standardised latents from the diffusion prior."""
+        """Sample ``n_cells`` standardised latents from the diffusion prior (see :meth:`generate`)."""
         self._check_trained()
         if int(n_cells) < 1:
             raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
-        net = self.ema.model
-        g = self._generator(seed)
-        out = []
-        for start in range(0, n_cells, batch_size):
-            n = min(batch_size, n_cells - start)
-            s = self._sampler(sampler, steps, variance_weight, eta)
-            z = torch.randn((n, self.diff_dim), generator=g).to(self.device)
-            for t in progress(s.timesteps.tolist(), desc=f"{sampler} sampling", disable=not progress_bar):
-                tb = torch.full((n,), t, device=self.device, dtype=torch.long)
-                eps = self._eps(net, z, tb, None)
-                z = s.step(eps, t, z, generator=g).prev_sample
-            out.append(z)
-        z = torch.cat(out)
-        # keep samples inside the range the training latents span (a little slack)
-        span = self.latent_max - self.latent_min
-        return torch.maximum(torch.minimum(z, self.latent_max + 0.1 * span), self.latent_min - 0.1 * span)
+        self._check_guidance(guidance)
+        codes = resolve_conditions(conditions, self.labels, self.categories, self.label_counts, self.hparams.min_cells_per_label)
+        cond = self._cond_tensor(int(n_cells), codes)
+        return self._sample(int(n_cells), cond, guidance, scale, sampler, steps, variance_weight, eta, self._generator(seed), batch_size=batch_size, progress_bar=progress_bar)
+
+    @staticmethod
+    def _check_guidance(guidance: str) -> None:
+        if guidance not in ("cfg", "classifier"):
+            raise ValueError(f"guidance must be 'cfg' or 'classifier', got {guidance!r}.")
+
+    @torch.no_grad()
+    def predict_labels(self, zs: torch.Tensor) -> dict[str, np.ndarray]:
+        """Labels of standardised latents under each clean (t = 0) latent classifier."""
+        self._check_trained()
+        t = torch.zeros(zs.shape[0], dtype=torch.long, device=self.device)
+        return {col: np.asarray(self.categories[col])[self.classifiers[j](zs, t).argmax(-1).cpu().numpy()] for j, col in enumerate(self.labels)}
+
+    @torch.no_grad()
+    def realism_score(self, zs: torch.Tensor) -> np.ndarray:
+        """Discriminator logit per standardised latent: higher looks more like a real cell."""
+        if not self.has_discriminator:
+            raise RuntimeError("This model has no discriminator (trained with discriminator_steps=0).")
+        return self.discriminator(zs).cpu().numpy()
+
+    def _draw(self, n: int, codes: dict[str, int], guidance, scale, filter, keep_fraction, sampler, steps, variance_weight, eta, g, progress_bar) -> tuple[torch.Tensor, int]:
+        """``n`` latents for one condition, after the quality filter; returns (latents, drawn)."""
+        run = lambda k: self._sample(k, self._cond_tensor(k, codes), guidance, scale, sampler, steps, variance_weight, eta, g, progress_bar=progress_bar)  # noqa: E731
+        if filter is None:
+            return run(n), n
+        if filter == "discriminator":
+            k = math.ceil(n / keep_fraction)
+            z = run(k)
+            best = np.argsort(-self.realism_score(z), kind="stable")[:n]
+            return z[torch.as_tensor(np.sort(best), device=z.device)], k
+        # classifier agreement: keep cells the clean classifiers label as asked
+        kept, drawn, k = [], 0, n
+        for _ in range(12):
+            z = run(k)
+            drawn += k
+            t0 = torch.zeros(k, dtype=torch.long, device=self.device)
+            ok = torch.ones(k, dtype=torch.bool, device=self.device)
+            for j, col in enumerate(self.labels):
+                if col in codes:
+                    ok &= self.classifiers[j](z, t0).argmax(-1) == codes[col]
+            kept.append(z[ok])
+            have = sum(len(x) for x in kept)
+            if have >= n:
+                return torch.cat(kept)[:n], drawn
+            rate = max(have / drawn, 0.02)
+            k = min(math.ceil((n - have) / rate * 1.2) + 1, 50 * n)
+        raise InputError(
+            f"Only {have} of {n} cells passed the classifier filter after drawing {drawn} "
+            f"({have / drawn:.1%} agree). Raise the guidance scale, or use filter='discriminator' or none."
+        )
+
+    def _plan(self, n: int, conditions, per_condition: bool) -> list[tuple[dict[str, int], int]]:
+        hp = self.hparams
+        if not per_condition:
+            return [(resolve_conditions(conditions, self.labels, self.categories, self.label_counts, hp.min_cells_per_label), n)]
+        if conditions:
+            raise InputError("Give either conditions or per_condition=True, not both.")
+        if not self.labels:
+            raise InputError("per_condition needs a model trained with condition columns (labels=[...]).")
+        usable, skipped = [], []
+        for *key, count in self.combinations:
+            names = [self.categories[c][k] for c, k in zip(self.labels, key)]
+            if all(self.label_counts[c][v] >= hp.min_cells_per_label for c, v in zip(self.labels, names)):
+                usable.append((tuple(key), count))
+            else:
+                skipped.append("/".join(names))
+        if skipped:
+            log.warning("per_condition: skipping label(s) with fewer than %d training cells: %s", hp.min_cells_per_label, ", ".join(skipped))
+        return [({c: k for c, k in zip(self.labels, key)}, m) for key, m in proportional_plan(n, usable)]
 
     @torch.no_grad()
     def decode(self, zs: torch.Tensor, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -359,6 +548,12 @@ class CellSynth:
         self,
         n_cells: int,
         *,
+        conditions: dict[str, str] | None = None,
+        per_condition: bool = False,
+        guidance: str = "cfg",
+        scale: float | dict | None = None,
+        filter: str | None = None,
+        keep_fraction: float = 0.8,
         sampler: str = "ddim",
         steps: int | None = 50,
         seed: int = 0,
@@ -366,12 +561,31 @@ class CellSynth:
         eta: float = 0.0,
         progress_bar: bool = True,
     ) -> ad.AnnData:
-        """Generate new cells.
+        """Generate new cells, optionally of given conditions.
 
         Parameters
         ----------
         n_cells
             Number of cells.
+        conditions
+            ``{"column": "value", ...}``: cells of these labels (several columns at once
+            combine, e.g. a tissue x cell-type pair never sequenced together). Columns
+            not named are left free.
+        per_condition
+            Split ``n_cells`` over every label combination in its training proportion.
+        guidance
+            ``"cfg"`` (classifier-free, default; ``scale`` s in ``ε_u + s (ε_c − ε_u)``,
+            default 1 = the plain conditional model) or ``"classifier"`` (noisy-latent
+            classifiers; ``scale`` = γ, default 10, or a dict ``{column: γ}``;
+            applied for t <= T/2). scDiffusion's γ = 2 is too weak on our
+            standardised latent: measured on pbmc68k it labels 73% of cells as
+            asked (0.88 relative to real cells) against 102% at γ = 10.
+        filter
+            ``None``, ``"discriminator"`` (SCLD post-guidance: draw ``n/keep_fraction``
+            cells, keep the ``n`` the real-vs-generated discriminator rates most real)
+            or ``"classifier"`` (keep cells the clean classifiers label as asked,
+            drawing more until ``n`` pass). ``uns['cellsynth']['filter']`` reports how
+            many were drawn to keep how many.
         sampler
             ``"ddim"`` (default, ``steps`` steps, deterministic at ``eta=0``) or
             ``"ddpm"`` (all ``T`` ancestral steps, variance weight ``variance_weight``
@@ -383,15 +597,42 @@ class CellSynth:
         -------
         AnnData with the training genes: ``X`` log-normalised (1e4 + log1p of the
         sampled counts), ``layers['counts']`` integer counts (count-level models),
-        ``obs['synthetic'] = True``, and provenance in ``uns['cellsynth']``.
+        ``obs['synthetic'] = True`` and one ``obs`` column per requested condition,
+        and provenance in ``uns['cellsynth']``.
 
         Examples
         --------
         >>> new = m.generate(500, sampler="ddim", steps=50, seed=1)  # doctest: +SKIP
+        >>> b = m.generate(200, conditions={"cell_type": "B"}, filter="discriminator")  # doctest: +SKIP
+        >>> mix = m.generate(1000, per_condition=True, guidance="classifier")  # doctest: +SKIP
         """
-        zs = self.sample_latent(n_cells, sampler=sampler, steps=steps, seed=seed, variance_weight=variance_weight, eta=eta, progress_bar=progress_bar)
+        self._check_trained()
+        if int(n_cells) < 1:
+            raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
+        self._check_guidance(guidance)
+        if filter not in (None, "discriminator", "classifier"):
+            raise ValueError(f"filter must be None, 'discriminator' or 'classifier', got {filter!r}.")
+        if not 0 < keep_fraction <= 1:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}.")
+        if filter == "discriminator" and not self.has_discriminator:
+            raise InputError("This model has no discriminator (trained with discriminator_steps=0); use filter=None or 'classifier'.")
+        plan = self._plan(int(n_cells), conditions, per_condition)
+        if filter == "classifier" and not any(codes for codes, _ in plan):
+            raise InputError("filter='classifier' keeps cells whose label matches the request; give conditions or per_condition=True.")
+        g = self._generator(seed)
+        parts, rows, drawn = [], [], 0
+        for codes, k in plan:
+            z, d = self._draw(k, codes, guidance, scale, filter, keep_fraction, sampler, steps, variance_weight, eta, g, progress_bar)
+            parts.append(z)
+            rows += [codes] * k
+            drawn += d
+        zs = torch.cat(parts)
         x, c = self.decode(zs, seed=seed)
         obs = pd.DataFrame({"synthetic": np.ones(n_cells, bool)}, index=[f"syn-{i}" for i in range(n_cells)])
+        asked = [col for col in self.labels if any(col in r for r in rows)]
+        for col in asked:
+            names = [self.categories[col][r[col]] if col in r else None for r in rows]
+            obs[col] = pd.Categorical(names, categories=self.categories[col])
         out = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=pd.DataFrame(index=self.genes))
         if c is not None:
             out.layers["counts"] = sp.csr_matrix(c)
@@ -406,8 +647,15 @@ class CellSynth:
             "encoder": self.hparams.encoder,
             "schedule": self.hparams.schedule,
             "input_kind": self.input_kind,
+            "conditions": json.dumps(dict(conditions or {}), sort_keys=True),
+            "per_condition": bool(per_condition),
+            "guidance": guidance if asked else "none",
+            "scale": json.dumps(scale),
+            "filter": {"method": filter or "none", "keep_fraction": float(keep_fraction), "drawn": int(drawn), "kept": int(n_cells)},
             "hyperparameters": json.dumps(asdict(self.hparams), sort_keys=True),
         }
+        if filter:
+            log.info("%s filter: drew %d cells to keep %d", filter, drawn, n_cells)
         return out
 
     # ------------------------------------------------------------------ save / load
@@ -420,6 +668,12 @@ class CellSynth:
             "categories": self.categories,
             "input_kind": self.input_kind,
             "n_genes": len(self.genes),
+            "label_counts": self.label_counts,
+            "combinations": self.combinations,
+            "cluster_column": self.cluster_column,
+            "has_discriminator": self.has_discriminator,
+            # class index -> label of each latent classifier (same order as categories)
+            "classifier_classes": {c: {str(i): v for i, v in enumerate(self.categories[c])} for c in self.labels},
         }
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
@@ -428,6 +682,9 @@ class CellSynth:
         tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         tensors |= {f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in self.ema.model.state_dict().items()}
+        tensors |= {f"classifiers.{k}": v for k, v in self.classifiers.state_dict().items()}
+        if self.has_discriminator:
+            tensors |= {f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()}
         for name in ("latent_mean", "latent_std", "latent_min", "latent_max"):
             tensors[f"stats.{name}"] = getattr(self, name)
         save_model(directory, self._config(), tensors, self.genes, overwrite=overwrite)
@@ -449,19 +706,27 @@ class CellSynth:
             m.labels = list(cfg["labels"])
             m.categories = {k: list(v) for k, v in cfg["categories"].items()}
             m.input_kind = cfg["input_kind"]
+            m.label_counts = {c: {k: int(v) for k, v in d.items()} for c, d in cfg["label_counts"].items()}
+            m.combinations = [list(map(int, r)) for r in cfg["combinations"]]
+            m.cluster_column = cfg["cluster_column"]
+            has_disc = bool(cfg["has_discriminator"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
         m._build()
         try:
-            for prefix, module in (("encoder.", m.encoder), ("denoiser.", m.denoiser), ("ema.", m.ema.model)):
+            modules = [("encoder.", m.encoder), ("denoiser.", m.denoiser), ("ema.", m.ema.model), ("classifiers.", m.classifiers)]
+            if has_disc:
+                modules.append(("discriminator.", m.discriminator))
+            for prefix, module in modules:
                 sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
                 module.load_state_dict(sd, strict=True)
             for name in ("latent_mean", "latent_std", "latent_min", "latent_max"):
                 setattr(m, name, tensors[f"stats.{name}"].to(m.device))
         except (RuntimeError, KeyError) as e:
             raise ModelFileError(f"The weights in {directory} do not fit the configured model ({e}).") from e
-        m.encoder.eval()
-        m.denoiser.eval()
+        m.has_discriminator = has_disc
+        for module in (m.encoder, m.denoiser, m.classifiers, m.discriminator):
+            module.eval()
         m.is_trained = True
         if adata is not None:
             m.check_genes(adata)

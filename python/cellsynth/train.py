@@ -171,3 +171,79 @@ def train_denoiser(
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
     denoiser.eval()
     return hist
+
+
+def train_classifier(
+    clf: nn.Module,
+    schedule: NoiseSchedule,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    t_max: int | None = None,
+    generator: torch.Generator,
+    show_progress: bool = True,
+    desc: str = "classifier",
+) -> History:
+    """Fit a noisy-latent classifier ``p(y | z_t, t)`` on ``t`` uniform in ``[0, t_max]``.
+
+    ``t_max`` defaults to ``T/2`` (scDiffusion: noisier latents carry too little signal).
+    Classes are re-weighted by inverse frequency so rare labels are learned too.
+    """
+    t_max = schedule.n_steps // 2 if t_max is None else int(t_max)
+    device = z.device
+    counts = torch.bincount(y, minlength=int(y.max()) + 1).float().clamp(min=1)
+    weight = (counts.sum() / counts / len(counts)).to(device)
+    opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
+    hist = History()
+    clf.train()
+    running = None
+    for step in progress(range(steps), desc=desc, disable=not show_progress):
+        ix = torch.randint(0, z.shape[0], (batch_size,), generator=generator).to(device)
+        t = torch.randint(0, t_max + 1, (len(ix),), generator=generator).to(device)
+        zt = schedule.add_noise(z[ix], torch.randn(z[ix].shape, generator=generator).to(device), t)
+        loss = nn.functional.cross_entropy(clf(zt, t), y[ix], weight=weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0:
+            hist.train.append(running)
+    clf.eval()
+    return hist
+
+
+def train_discriminator(
+    disc: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    steps: int = 1000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    generator: torch.Generator,
+    show_progress: bool = True,
+) -> History:
+    """Fit ``disc`` to score real latents high and generated ones low (binary cross entropy)."""
+    device = real.device
+    opt = torch.optim.AdamW(disc.parameters(), lr=lr, weight_decay=1e-3)
+    hist = History()
+    disc.train()
+    half = max(1, batch_size // 2)
+    running = None
+    for step in progress(range(steps), desc="discriminator", disable=not show_progress):
+        ir = torch.randint(0, real.shape[0], (half,), generator=generator).to(device)
+        jf = torch.randint(0, fake.shape[0], (half,), generator=generator).to(device)
+        logits = disc(torch.cat([real[ir], fake[jf]]))
+        target = torch.cat([torch.ones(half, device=device), torch.zeros(half, device=device)])
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0:
+            hist.train.append(running)
+    disc.eval()
+    return hist

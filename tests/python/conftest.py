@@ -9,7 +9,7 @@ import scipy.sparse as sp
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
 # tiny settings so a full train -> generate round trip takes seconds
-FAST = dict(latent_dim=8, encoder_hidden=[32], encoder_epochs=60, denoiser_hidden=[32, 32], diffusion_steps=150, n_steps=100)
+FAST = dict(latent_dim=8, encoder_hidden=[32], encoder_epochs=60, denoiser_hidden=[32, 32], diffusion_steps=150, n_steps=100, classifier_hidden=[32, 32], classifier_steps=150, discriminator_steps=150)
 
 
 def toy_counts(n_cells=120, n_genes=40, n_types=3, seed=0) -> ad.AnnData:

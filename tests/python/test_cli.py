@@ -11,7 +11,7 @@ from conftest import toy_counts
 def test_train_generate_evaluate(tmp_path, capsys):
     toy_counts().write_h5ad(tmp_path / "d.h5ad")
     toy_counts(seed=1).write_h5ad(tmp_path / "held.h5ad")
-    fast = ["--set", "latent_dim=8", "--set", "encoder_hidden=[32]", "--set", "denoiser_hidden=[32,32]", "--set", "n_steps=100"]
+    fast = ["--set", "latent_dim=8", "--set", "encoder_hidden=[32]", "--set", "denoiser_hidden=[32,32]", "--set", "n_steps=100", "--set", "classifier_steps=50", "--set", "discriminator_steps=50"]
     assert main(["train", str(tmp_path / "d.h5ad"), "--out", str(tmp_path / "m"), "--label", "cell_type", "--epochs", "30", "--diffusion-steps", "100", "-q", *fast]) == 0
     assert main(["generate", str(tmp_path / "m"), "--n-cells", "40", "--out", str(tmp_path / "g.h5ad"), "--steps", "10", "--seed", "2", "-q"]) == 0
     g = ad.read_h5ad(tmp_path / "g.h5ad")

@@ -2,5 +2,6 @@
 
 from .datasets import pbmc68k_counts
 from .intake import InputError, Prepared, detect_kind, normalise_log, prepare, read
+from .simulate import simulate
 
-__all__ = ["pbmc68k_counts", "InputError", "Prepared", "detect_kind", "normalise_log", "prepare", "read"]
+__all__ = ["pbmc68k_counts", "InputError", "Prepared", "detect_kind", "normalise_log", "prepare", "read", "simulate"]
