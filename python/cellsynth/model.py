@@ -365,7 +365,7 @@ class CellSynth:
                 c[:, j] = codes[col]
         return c
 
-    def _guidance_weights(self, scale: float | dict | None, codes: dict[str, int]) -> list[float]:
+    def _guidance_weights(self, scale: float | dict | None) -> list[float]:
         if isinstance(scale, dict):
             unknown = sorted(set(scale) - set(self.labels))
             if unknown:
@@ -395,8 +395,7 @@ class CellSynth:
         conditional = cond is not None and bool((cond != null).any())
         weights, targets = None, None
         if conditional and guidance == "classifier":
-            codes = {col: int(cond[0, j]) for j, col in enumerate(self.labels) if int(cond[0, j]) != int(null[0, j])}
-            weights = self._guidance_weights(scale, codes)
+            weights = self._guidance_weights(scale)
         cfg_scale = 1.0 if scale is None or guidance != "cfg" else float(scale)
         out = []
         for start in range(0, n, batch_size):
@@ -456,11 +455,15 @@ class CellSynth:
             raise ValueError(f"guidance must be 'cfg' or 'classifier', got {guidance!r}.")
 
     @torch.no_grad()
+    def _clean_codes(self, zs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class index per latent under each clean (t = 0) latent classifier."""
+        t = torch.zeros(zs.shape[0], dtype=torch.long, device=self.device)
+        return {col: self.classifiers[j](zs, t).argmax(-1) for j, col in enumerate(self.labels)}
+
     def predict_labels(self, zs: torch.Tensor) -> dict[str, np.ndarray]:
         """Labels of standardised latents under each clean (t = 0) latent classifier."""
         self._check_trained()
-        t = torch.zeros(zs.shape[0], dtype=torch.long, device=self.device)
-        return {col: np.asarray(self.categories[col])[self.classifiers[j](zs, t).argmax(-1).cpu().numpy()] for j, col in enumerate(self.labels)}
+        return {col: np.asarray(self.categories[col])[k.cpu().numpy()] for col, k in self._clean_codes(zs).items()}
 
     @torch.no_grad()
     def realism_score(self, zs: torch.Tensor) -> np.ndarray:
@@ -484,11 +487,10 @@ class CellSynth:
         for _ in range(12):
             z = run(k)
             drawn += k
-            t0 = torch.zeros(k, dtype=torch.long, device=self.device)
+            pred = self._clean_codes(z)
             ok = torch.ones(k, dtype=torch.bool, device=self.device)
-            for j, col in enumerate(self.labels):
-                if col in codes:
-                    ok &= self.classifiers[j](z, t0).argmax(-1) == codes[col]
+            for col, code in codes.items():
+                ok &= pred[col] == code
             kept.append(z[ok])
             have = sum(len(x) for x in kept)
             if have >= n:

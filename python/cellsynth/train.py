@@ -197,22 +197,14 @@ def train_classifier(
     counts = torch.bincount(y, minlength=int(y.max()) + 1).float().clamp(min=1)
     weight = (counts.sum() / counts / len(counts)).to(device)
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
-    hist = History()
-    clf.train()
-    running = None
-    for step in progress(range(steps), desc=desc, disable=not show_progress):
+
+    def batch_loss() -> torch.Tensor:
         ix = torch.randint(0, z.shape[0], (batch_size,), generator=generator).to(device)
         t = torch.randint(0, t_max + 1, (len(ix),), generator=generator).to(device)
         zt = schedule.add_noise(z[ix], torch.randn(z[ix].shape, generator=generator).to(device), t)
-        loss = nn.functional.cross_entropy(clf(zt, t), y[ix], weight=weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 100 == 0:
-            hist.train.append(running)
-    clf.eval()
-    return hist
+        return nn.functional.cross_entropy(clf(zt, t), y[ix], weight=weight)
+
+    return _minimise(clf, opt, batch_loss, steps, desc, show_progress)
 
 
 def train_discriminator(
@@ -229,21 +221,29 @@ def train_discriminator(
     """Fit ``disc`` to score real latents high and generated ones low (binary cross entropy)."""
     device = real.device
     opt = torch.optim.AdamW(disc.parameters(), lr=lr, weight_decay=1e-3)
-    hist = History()
-    disc.train()
     half = max(1, batch_size // 2)
-    running = None
-    for step in progress(range(steps), desc="discriminator", disable=not show_progress):
+    target = torch.cat([torch.ones(half, device=device), torch.zeros(half, device=device)])
+
+    def batch_loss() -> torch.Tensor:
         ir = torch.randint(0, real.shape[0], (half,), generator=generator).to(device)
         jf = torch.randint(0, fake.shape[0], (half,), generator=generator).to(device)
-        logits = disc(torch.cat([real[ir], fake[jf]]))
-        target = torch.cat([torch.ones(half, device=device), torch.zeros(half, device=device)])
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
+        return nn.functional.binary_cross_entropy_with_logits(disc(torch.cat([real[ir], fake[jf]])), target)
+
+    return _minimise(disc, opt, batch_loss, steps, "discriminator", show_progress)
+
+
+def _minimise(module: nn.Module, opt: torch.optim.Optimizer, batch_loss, steps: int, desc: str, show_progress: bool) -> History:
+    """``steps`` optimiser steps on ``batch_loss()`` in train mode; records a running loss."""
+    hist = History()
+    module.train()
+    running = None
+    for step in progress(range(steps), desc=desc, disable=not show_progress):
+        loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0:
             hist.train.append(running)
-    disc.eval()
+    module.eval()
     return hist
