@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-python test-slow rcheck r-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,32 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/cellsynth demo --out $(DEMO_OUT)
 
-test: install
+# the R package: R, Seurat and friends from Debian when they are missing (root only)
+R_DEBS := r-base-core r-base-dev r-cran-seurat r-cran-reticulate r-cran-testthat r-cran-knitr \
+          r-cran-rmarkdown r-bioc-singlecellexperiment r-bioc-biocstyle
+R_PKGS := SeuratObject reticulate Matrix ggplot2 rlang testthat knitr rmarkdown BiocStyle
+# Debian's R loads the wrong libpython without R_LD_LIBRARY_PATH; R uses the venv's Python
+RENV := R_LD_LIBRARY_PATH=/usr/lib/R/lib RETICULATE_PYTHON=$(abspath $(BIN)/python) CELLSYNTH_PROGRESS=0
+
+test: test-python rcheck
+
+test-python: install
 	CELLSYNTH_PROGRESS=0 $(BIN)/python -m pytest -q
+
+r-deps:
+	@if Rscript -e 'quit(status = !all(vapply(strsplit("$(R_PKGS)", " ")[[1]], requireNamespace, logical(1), quietly = TRUE)))' >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "cellsynth: installing R from Debian: $(R_DEBS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(R_DEBS) >/dev/null; \
+	else echo "cellsynth: the R package checks need R with $(R_PKGS): sudo apt-get install $(R_DEBS)"; exit 1; fi
+
+# R CMD build (vignettes built) and R CMD check on the tarball; any ERROR or WARNING fails
+rcheck: install r-deps
+	rm -rf build/rcheck && mkdir -p build/rcheck
+	cd build/rcheck && $(RENV) R CMD build ../.. && \
+	  $(RENV) _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual cellsynth_*.tar.gz
+	@grep -E "^Status:" build/rcheck/cellsynth.Rcheck/00check.log
+	@! grep -qE "^Status:.*(ERROR|WARNING)" build/rcheck/cellsynth.Rcheck/00check.log
 
 test-slow: install
 	CELLSYNTH_PROGRESS=0 $(BIN)/python -m pytest -q -m slow

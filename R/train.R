@@ -1,0 +1,105 @@
+.check_group_by <- function(object, group.by) {
+  if (is.null(group.by)) return(NULL)
+  if (!is.character(group.by) || anyNA(group.by)) stop("group.by must be a character vector of meta.data column names.", call. = FALSE)
+  bad <- setdiff(group.by, colnames(object[[]]))
+  if (length(bad)) {
+    stop("group.by column(s) ", paste0("'", bad, "'", collapse = ", "), " not found in meta.data. ",
+         "Available columns: ", paste(colnames(object[[]]), collapse = ", "), ".", call. = FALSE)
+  }
+  unique(group.by)
+}
+
+# R-style hyper-parameters (dot.case, doubles) -> the engine's (snake_case, ints, lists)
+.hyperparameters <- function(h) {
+  if (!length(h)) return(list())
+  if (!is.list(h) || is.null(names(h)) || any(names(h) == "")) stop("hyperparameters must be a named list, e.g. list(diffusion.steps = 2000).", call. = FALSE)
+  names(h) <- gsub(".", "_", names(h), fixed = TRUE)
+  for (n in names(h)) {
+    v <- h[[n]]
+    if (is.numeric(v) && all(is.finite(v)) && all(v == round(v)) && all(abs(v) < .Machine$integer.max)) v <- as.integer(v)
+    if (grepl("_hidden$", n)) v <- as.list(v)
+    h[[n]] <- v
+  }
+  h
+}
+
+#' Train a cellsynth model on a Seurat object
+#'
+#' Trains the latent diffusion model of the Python engine (encoder, denoiser,
+#' condition classifiers and the real-vs-generated discriminator) on the cells of
+#' `object` and stores the model directory, gene list and settings with
+#' [SeuratObject::Tool()] (never a live Python object); the command is logged with
+#' [SeuratObject::LogSeuratCommand()]. Within an R session the model is also
+#' cached by a fingerprint of the counts, the `group.by` columns and the settings,
+#' so training the same cells the same way again reuses it.
+#'
+#' @param object A Seurat object with counts (preferred) or log-normalised data.
+#' @param group.by `meta.data` columns to condition on (cell type, tissue,
+#'   treatment...). `NULL`: condition on Leiden clusters of the data (see `clusters`).
+#' @param assay Assay to use (default: the default assay).
+#' @param model.dir Directory for the model files. Default: a directory under
+#'   [tempdir()], gone when R ends; give one to keep the model.
+#' @param clusters Also condition on Leiden clusters (column `cluster`). Default
+#'   (`NULL`): only when `group.by` is `NULL`.
+#' @param hyperparameters Named list of engine hyper-parameters (dot.case or
+#'   snake_case), e.g. `list(diffusion.steps = 2000, encoder = "ae")`.
+#' @param overwrite Replace an existing `model.dir`.
+#' @param seed.use Random seed of every training step.
+#' @param verbose Print progress.
+#' @return `object`, with the model recorded in `Tool(object, "TrainCellSynth")`.
+#' @seealso [GenerateCells()]
+#' @examples
+#' if (cellsynth_available()) {
+#'   seu <- SeuratObject::pbmc_small
+#'   seu <- TrainCellSynth(seu, group.by = "groups",
+#'                         hyperparameters = list(diffusion.steps = 300, encoder.epochs = 30))
+#'   SeuratObject::Tool(seu, "TrainCellSynth")$model.dir
+#' }
+#' @export
+TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NULL, clusters = NULL,
+                           hyperparameters = list(), overwrite = FALSE, seed.use = 42, verbose = TRUE) {
+  .check_seurat(object)
+  assay <- .check_assay(object, assay)
+  group.by <- .check_group_by(object, group.by)
+  hp <- .hyperparameters(hyperparameters)
+  eng <- .engine()
+  adata <- .as_anndata(object, assay, columns = group.by %||% character(0))
+  settings <- list(group.by = group.by, assay = assay, clusters = clusters, hyperparameters = hp,
+                   seed = as.integer(seed.use), engine = eng$cellsynth$`__version__`)
+  key <- .py(eng$rbridge$fingerprint(adata, as.list(group.by), settings))
+  cached <- .cellsynth$models[[key]]
+  if (is.null(model.dir) && !is.null(cached) && file.exists(file.path(cached, "config.json"))) {
+    if (verbose) message("Reusing the cellsynth model already trained on these cells: ", cached)
+    dir <- cached
+  } else {
+    dir <- model.dir %||% file.path(tempdir(), paste0("cellsynth-", key))
+    if (!is.null(model.dir) && file.exists(model.dir) && !overwrite) {
+      stop("model.dir '", model.dir, "' exists; choose another or set overwrite = TRUE.", call. = FALSE)
+    }
+    if (verbose) {
+      message("Training cellsynth on ", ncol(object), " cells x ", nrow(object[[assay]]), " genes (assay ", assay, ")",
+              if (length(group.by)) paste0(", conditioned on ", paste(group.by, collapse = ", ")) else "")
+    }
+    args <- c(list(adata, labels = if (length(group.by)) as.list(group.by) else NULL,
+                   clusters = clusters, seed = as.integer(seed.use)), hp)
+    m <- .py(do.call(eng$cellsynth$CellSynth, args))
+    .py(m$fit(progress_bar = verbose))
+    .py(m$save(dir, overwrite = TRUE))
+    .cellsynth$models[[key]] <- dir
+  }
+  cfg <- .read_config(file.path(dir, "config.json"))
+  methods::slot(object, "tools")[["TrainCellSynth"]] <- list(
+    model.dir = normalizePath(dir), group.by = group.by, assay = assay, key = key,
+    labels = cfg$labels, genes = rownames(object[[assay]]), hyperparameters = cfg$hyperparameters,
+    seed.use = seed.use
+  )
+  SeuratObject::LogSeuratCommand(object)
+}
+
+# config.json through Python's json (no R JSON dependency)
+.read_config <- function(path) {
+  json <- reticulate::import("json", convert = TRUE)
+  con <- file(path, "r", encoding = "UTF-8")
+  on.exit(close(con))
+  json$loads(paste(readLines(con, warn = FALSE), collapse = "\n"))
+}

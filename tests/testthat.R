@@ -1,0 +1,4 @@
+library(testthat)
+library(cellsynth)
+
+test_check("cellsynth")
