@@ -53,6 +53,8 @@ rcheck: install r-deps
 	  $(RENV) _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual cellsynth_*.tar.gz
 	@grep -E "^Status:" build/rcheck/cellsynth.Rcheck/00check.log
 	@! grep -qE "^Status:.*(ERROR|WARNING)" build/rcheck/cellsynth.Rcheck/00check.log
+	$(BIN)/pip install -q "rpy2>=3.5,<3.6" anndata2ri   # the extra "r", without rebuilding the package
+	$(RENV) $(BIN)/python -m pytest -q tests/python/test_rfiles.py
 
 test-slow: install
 	CELLSYNTH_PROGRESS=0 $(BIN)/python -m pytest -q -m slow
