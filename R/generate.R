@@ -35,7 +35,7 @@
 #'   `list(groups = "g1")`; several columns combine (also into combinations never
 #'   seen in training).
 #' @param group.by Columns to condition the model on when it has to be trained
-#'   (default: `names(condition)`, or Leiden clusters when both are `NULL`).
+#'   (default: `names(condition)`; `NULL`: an unconditional model).
 #' @param per.condition Split `n.cells` over every label combination in its
 #'   training proportion, so every cell carries its labels. Default: `TRUE` when the
 #'   model has labels and no `condition` is given.

@@ -39,8 +39,9 @@
 #' @param assay Assay to use (default: the default assay).
 #' @param model.dir Directory for the model files. Default: a directory under
 #'   [tempdir()], gone when R ends; give one to keep the model.
-#' @param clusters Also condition on Leiden clusters (column `cluster`). Default
-#'   (`NULL`): only when `group.by` is `NULL`.
+#' @param clusters Also condition on Leiden clusters (column `cluster`), so that
+#'   `condition = list(cluster = "3")` works on unlabelled cells. Off by default:
+#'   unconditional cells of a cluster-conditioned model are measurably less realistic.
 #' @param hyperparameters Named list of engine hyper-parameters (dot.case or
 #'   snake_case), e.g. `list(diffusion.steps = 2000, encoder = "ae")`.
 #' @param overwrite Replace an existing `model.dir`.
@@ -56,7 +57,7 @@
 #'   SeuratObject::Tool(seu, "TrainCellSynth")$model.dir
 #' }
 #' @export
-TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NULL, clusters = NULL,
+TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NULL, clusters = FALSE,
                            hyperparameters = list(), overwrite = FALSE, seed.use = 42, verbose = TRUE) {
   .check_seurat(object)
   assay <- .check_assay(object, assay)

@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="maximum encoder epochs (early stopping on held-out cells)")
     t.add_argument("--diffusion-steps", type=int, default=None, help="denoiser optimisation steps")
     t.add_argument(
-        "--clusters", action=argparse.BooleanOptionalAction, default=None,
-        help="also condition on Leiden clusters (obs column 'cluster'); default: only when no --label is given",
+        "--clusters", action=argparse.BooleanOptionalAction, default=False,
+        help="also condition on Leiden clusters (obs column 'cluster'), to ask for more of one cluster; off by default (unconditional cells come out worse)",
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")

@@ -117,9 +117,13 @@ class CellSynth:
         initialised fresh) and fine-tuned by :meth:`fit`. Its encoder architecture
         is used.
     clusters
-        Condition on Leiden clusters of the data (SCLD's pre-guidance), stored as the
-        label column ``"cluster"``, so you can ask for "more of this cluster".
-        Default (``None``): only when no ``labels`` are given.
+        Also condition on Leiden clusters of the data (SCLD's pre-guidance), stored
+        as the label column ``"cluster"``, so you can ask for "more of this cluster"
+        on unlabelled data. Off by default: measured on pbmc68k_reduced, a
+        cluster-conditioned model's *unconditional* cells are further from real
+        cells (seed 0: RF/5-NN AUC 0.749/0.799 against 0.722/0.764 without; 0.774/0.741
+        drawing clusters at their training proportions; 0.769/0.782 with condition
+        dropout 0.5).
     seed
         Seed for every random path of training (splits, batches, noise).
     device
@@ -145,7 +149,7 @@ class CellSynth:
         layer: str | None = None,
         drop_empty_cells: bool = False,
         pretrained: str | os.PathLike | None = None,
-        clusters: bool | None = None,
+        clusters: bool = False,
         seed: int = 0,
         device: str | None = None,
         **hyperparameters,
@@ -171,7 +175,7 @@ class CellSynth:
             labels = [labels]
         self.data = prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
         self.cluster_column = None
-        if clusters or (clusters is None and not labels):
+        if clusters:
             self._add_clusters()
         self.genes = self.data.genes
         self.labels = list(self.data.labels)
@@ -203,7 +207,7 @@ class CellSynth:
         d.labels[name] = np.asarray([cats.index(v) for v in found], dtype=np.int64)
         d.categories[name] = cats
         self.cluster_column = name
-        log.info("no labels given: conditioning on %d Leiden clusters (column %r)", len(cats), name)
+        log.info("conditioning on %d Leiden clusters (column %r)", len(cats), name)
 
     @property
     def count_level(self) -> bool:

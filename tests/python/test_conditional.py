@@ -152,11 +152,11 @@ def test_save_load_keeps_classifiers_and_mapping(trained, tmp_path):
         assert np.array_equal(a.layers["counts"].toarray(), b.layers["counts"].toarray())
 
 
-def test_unlabelled_data_is_conditioned_on_clusters():
-    m = cellsynth.CellSynth(toy_counts(), seed=0, **FAST)
+def test_unlabelled_data_can_be_conditioned_on_clusters():
+    m = cellsynth.CellSynth(toy_counts(), clusters=True, seed=0, **FAST)
     assert m.labels == ["cluster"] and len(m.categories["cluster"]) >= 2
     assert sum(m.label_counts["cluster"].values()) == 120
-    m0 = cellsynth.CellSynth(toy_counts(), clusters=False, seed=0, **FAST)
+    m0 = cellsynth.CellSynth(toy_counts(), seed=0, **FAST)
     assert m0.labels == []
 
 
