@@ -1,4 +1,4 @@
-"""``cellsynth`` command line: train, generate, evaluate, demo.
+"""``cellsynth`` command line: train, generate, interpolate, velocity, evaluate, demo.
 
 Every command writes its outputs atomically (temporary file, then rename), so a
 failure never leaves a half-written ``.h5ad`` or model directory behind. Known
@@ -87,6 +87,54 @@ def cmd_generate(a: argparse.Namespace) -> None:
     print(f"generated {a.n_cells} cells in {time.perf_counter() - t0:.1f} s ({a.sampler}{extra}); wrote {a.out}")
 
 
+def _one_state(args: list[str] | None, flag: str) -> dict:
+    from .conditions import parse_condition_args
+
+    state = parse_condition_args(args)
+    if not state:
+        raise ValueError(f"{flag} COL=VALUE is required (repeatable to combine columns).")
+    return state
+
+
+def cmd_interpolate(a: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from .model import CellSynth
+
+    start, end = _one_state(a.start, "--from"), _one_state(a.end, "--to")
+    m = CellSynth.load(a.model, device=a.device)
+    cells = ad.read_h5ad(a.cells) if a.cells else None
+    t0 = time.perf_counter()
+    path = m.interpolate(start, end, method=a.method, n_steps=a.steps, n_cells=a.n_cells, adata=cells,
+                         depth=a.depth, scale=a.scale, mix=a.mix, seed=a.seed)
+    write_h5ad_atomic(path, a.out)
+    print(f"{a.method} path: {a.n_cells} cells at each of {a.steps} positions in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
+
+
+def cmd_velocity(a: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from .velocity import gene_velocity
+
+    vel = gene_velocity(ad.read_h5ad(a.path), window=a.window)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cellsynth-", suffix=".csv", dir=out.parent)
+    os.close(fd)
+    try:
+        vel.ranking.rename_axis("gene").to_csv(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"ranked {vel.ranking.shape[0]} genes; fastest: {', '.join(vel.top(5))}; wrote {out}")
+    if a.plot:
+        from .plotting import plot_gene_velocity
+
+        plot_gene_velocity(vel, a.plot)
+        print(f"wrote {a.plot}")
+
+
 def cmd_evaluate(a: argparse.Namespace) -> None:
     import anndata as ad
 
@@ -153,6 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None)
     g.add_argument("--quiet", "-q", action="store_true")
     g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("interpolate", help="cells along a path between two states")
+    i.add_argument("model", help="model directory")
+    i.add_argument("--from", dest="start", action="append", metavar="COL=VALUE", help="start state (repeatable)")
+    i.add_argument("--to", dest="end", action="append", metavar="COL=VALUE", help="end state (repeatable)")
+    i.add_argument("--method", choices=["gradient", "prior", "latent"], default="gradient",
+                   help="gradient interpolation (scDiffusion), DDIM-prior mixing or latent mixing (scVAEDer)")
+    i.add_argument("--steps", type=int, default=10, help="positions along the path (K)")
+    i.add_argument("--n-cells", type=int, default=50, help="cells at each position (N)")
+    i.add_argument("--cells", default=None, help="real cells (.h5ad) to start/end from (default: generated ones)")
+    i.add_argument("--depth", type=int, default=None, help="noise depth (default 600 for gradient, T/2 otherwise)")
+    i.add_argument("--scale", type=float, default=None, help="classifier guidance gamma for --method gradient (default 10)")
+    i.add_argument("--mix", choices=["slerp", "linear"], default="slerp", help="mixing in the prior (--method prior)")
+    i.add_argument("--out", required=True, help="output .h5ad")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--device", default=None)
+    i.set_defaults(func=cmd_interpolate)
+
+    v = sub.add_parser("velocity", help="rank genes by their rate of change along an interpolation path")
+    v.add_argument("path", help=".h5ad written by cellsynth interpolate")
+    v.add_argument("--out", required=True, help="output .csv (gene, speed, net_change, fastest_segment)")
+    v.add_argument("--window", type=int, default=3, help="moving-average window in steps")
+    v.add_argument("--plot", default=None, help="also draw the top genes along the path to this .png")
+    v.set_defaults(func=cmd_velocity)
 
     e = sub.add_parser("evaluate", help="real vs generated metrics")
     e.add_argument("real")

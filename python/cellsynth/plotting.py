@@ -60,3 +60,25 @@ def umap_real_vs_generated(real_log: np.ndarray, generated_log: np.ndarray, path
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return str(path)
+
+
+def plot_gene_velocity(vel, path: str | os.PathLike, *, n_genes: int = 8, title: str = "fastest-changing genes along the path") -> str:
+    """Mean expression of the ``n_genes`` fastest genes (``GeneVelocity.top``) against
+    the path position, one line per gene; saved to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    genes = vel.top(n_genes)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for gname in genes:
+        ax.plot(vel.mean.index.to_numpy(dtype=float), vel.mean[gname].to_numpy(), marker="o", ms=3, label=gname)
+    ax.set_xlabel("interpolation position")
+    ax.set_ylabel("mean log-normalised expression")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

@@ -83,3 +83,61 @@ def simulate(
         obs=pd.DataFrame(obs, index=[f"cell{i}" for i in range(n_cells)]),
         var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
     )
+
+
+def simulate_trajectory(
+    n_cells: int = 2000,
+    n_genes: int = 300,
+    *,
+    n_states: int = 5,
+    changing_fraction: float = 0.15,
+    effect_size: float = 2.0,
+    library_mean: float = 2000.0,
+    theta: float = 5.0,
+    seed: int = 0,
+    cells_seed: int | None = None,
+) -> ad.AnnData:
+    """A linear trajectory with known truth: cells at pseudotime τ ~ U(0, 1).
+
+    A fraction ``changing_fraction`` of genes change along the path: their log-mean
+    moves by about ``± effect_size`` linearly in τ (``var['changing']``; the exact
+    start-to-end log fold change in ``var['log_fold_change']``); the others keep their
+    expression *proportion*: the changing block is renormalised to a constant total,
+    so no gene moves only because others did. ``obs['state']`` bins τ into ``n_states`` equal states
+    (``state0`` ... the start, the last one the end), ``obs['pseudotime']`` is τ.
+
+    Examples
+    --------
+    >>> a = simulate_trajectory(300, 100, n_states=3, seed=0)
+    >>> list(a.obs["state"].cat.categories), int(a.var["changing"].sum())
+    (['state0', 'state1', 'state2'], 15)
+    """
+    bio = np.random.default_rng(seed)
+    base = bio.normal(0, 1, n_genes)
+    k = max(1, int(round(changing_fraction * n_genes)))
+    changing = np.zeros(n_genes, bool)
+    changing[bio.choice(n_genes, k, replace=False)] = True
+    slope = np.zeros(n_genes)
+    slope[changing] = bio.lognormal(np.log(effect_size), 0.2, k) * bio.choice([-1, 1], k)
+    rng = np.random.default_rng(seed if cells_seed is None else cells_seed)
+    tau = rng.uniform(0, 1, n_cells)
+    def block_shift(t: np.ndarray) -> np.ndarray:  # keeps the changing block's total mass
+        m = np.exp(base[changing][None, :] + t[:, None] * slope[changing][None, :]).sum(1)
+        return np.log(np.exp(base[changing]).sum() / m)
+
+    logit = base[None, :] + tau[:, None] * slope[None, :]
+    logit[:, changing] += block_shift(tau)[:, None]
+    p = np.exp(logit - logit.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    lib = rng.lognormal(np.log(library_mean), 0.3, n_cells)
+    counts = rng.poisson(rng.gamma(theta, p * lib[:, None] / theta)).astype(np.float32)
+    lfc = np.where(changing, slope + block_shift(np.ones(1))[0], 0.0)
+    empty = counts.sum(1) == 0
+    counts[empty, int(np.argmax(base))] = 1
+    state = np.minimum((tau * n_states).astype(int), n_states - 1)
+    names = [f"state{s}" for s in range(n_states)]
+    return ad.AnnData(
+        sp.csr_matrix(counts),
+        obs=pd.DataFrame({"state": pd.Categorical([names[s] for s in state], categories=names), "pseudotime": tau}, index=[f"cell{i}" for i in range(n_cells)]),
+        var=pd.DataFrame({"changing": changing, "log_fold_change": lfc}, index=[f"gene{j}" for j in range(n_genes)]),
+    )
