@@ -104,12 +104,27 @@ def interpolate(
     steps: int = 50,
     seed: int = 0,
 ) -> ad.AnnData:
-    """Cells along a path from state ``start`` to state ``end``; see the module doc.
+    """Cells along a path from state ``start`` to state ``end`` (``CellSynth.interpolate``).
+
+    ``method``: ``"gradient"`` (scDiffusion's Gradient Interpolation: start cells
+    noised to ``depth`` = t0, default 600, and denoised from there under classifier
+    guidance ``γ((1 − α) ∇log p(start) + α ∇log p(end))``, ``scale`` = γ, default 10),
+    ``"prior"`` (scVAEDer: DDIM-invert both ends to ``depth``, default T/2, mix with
+    ``mix`` = "slerp" or "linear", reverse) or ``"latent"`` (mix clean latents, renoise
+    to ``depth``, reverse). End points are real cells of ``adata`` in each state when
+    given (drawn with replacement, paired at random), else cells generated for each
+    state. ``steps``: DDIM steps over ``[0, depth]``.
 
     Returns ``n_cells`` cells at each of ``n_steps`` positions in [0, 1]:
     ``obs['interpolation_position']``, ``obs['interpolation_method']``,
     ``obs['path_cell']`` (the same index follows one start/end pair along the path)
     and ``obs['synthetic'] = True``; ``X`` log-normalised, ``layers['counts']``.
+
+    Examples
+    --------
+    >>> path = m.interpolate({"bulk_labels": "CD34+"}, {"bulk_labels": "CD14+ Monocyte"},
+    ...                      method="prior", n_steps=8, n_cells=30, adata=adata)  # doctest: +SKIP
+    >>> cellsynth.gene_velocity(path).ranking.head()  # doctest: +SKIP
     """
     model._check_trained()
     if method not in METHODS:

@@ -30,6 +30,7 @@ from .data.cluster import leiden_clusters
 from .data.intake import InputError, Prepared, normalise_log, prepare
 from .diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, cfg_combine, classifier_log_prob_grad
+from .interpolation import interpolate as _interpolate
 from .io.checkpoint import ModelFileError, load_model, save_model
 from .nn import ENCODERS, EMA, Discriminator, LatentClassifier, SkipMLP
 from .pretrained import align_gene_parameters, read_pretrained_encoder
@@ -665,42 +666,8 @@ class CellSynth:
         return out
 
     # ------------------------------------------------------------------ paths
-    def interpolate(
-        self,
-        start: dict[str, str],
-        end: dict[str, str],
-        *,
-        method: str = "gradient",
-        n_steps: int = 10,
-        n_cells: int = 50,
-        adata: ad.AnnData | None = None,
-        depth: int | None = None,
-        scale: float | None = None,
-        mix: str = "slerp",
-        steps: int = 50,
-        seed: int = 0,
-    ) -> ad.AnnData:
-        """Cells along a path between two states (``n_cells`` at each of ``n_steps``
-        positions in [0, 1]).
-
-        ``method``: ``"gradient"`` (scDiffusion's Gradient Interpolation: start cells
-        noised to ``depth`` = t0, default 600, and denoised from there under classifier
-        guidance ``γ((1 − α) ∇log p(start) + α ∇log p(end))``), ``"prior"`` (scVAEDer:
-        DDIM-invert both ends to ``depth``, default T/2, mix with ``mix`` = "slerp" or
-        "linear", reverse) or ``"latent"`` (mix clean latents, renoise to ``depth``,
-        reverse). End points are real cells of ``adata`` in each state when given,
-        else cells generated for each state. See :mod:`cellsynth.interpolation`.
-
-        Examples
-        --------
-        >>> path = m.interpolate({"bulk_labels": "CD34+"}, {"bulk_labels": "CD14+ Monocyte"},
-        ...                      method="prior", n_steps=8, n_cells=30, adata=adata)  # doctest: +SKIP
-        >>> path.obs["interpolation_position"].unique()  # doctest: +SKIP
-        """
-        from .interpolation import interpolate
-
-        return interpolate(self, start, end, method=method, n_steps=n_steps, n_cells=n_cells, adata=adata,
-                           depth=depth, scale=scale, mix=mix, steps=steps, seed=seed)
+    # m.interpolate(start, end, method=..., n_steps=K, n_cells=N, ...): see cellsynth.interpolation
+    interpolate = _interpolate
 
     # ------------------------------------------------------------------ save / load
     def _config(self) -> dict:
