@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make demo   installs everything into .venv/ and runs the demo on bundled data
-#   make test   installs everything into .venv/ and runs the tests
+#   make test   installs everything into .venv/ (and R from Debian if missing), runs pytest and R CMD check
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
