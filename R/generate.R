@@ -80,16 +80,9 @@ GenerateCells <- function(object, n.cells = NULL, condition = NULL, group.by = N
   group.by <- .check_group_by(object, group.by %||% names(condition))
   missing <- setdiff(names(condition), group.by)
   if (length(missing)) stop("condition column(s) ", paste(missing, collapse = ", "), " must be in group.by.", call. = FALSE)
-  tool <- methods::slot(object, "tools")[["TrainCellSynth"]]
-  usable <- !is.null(tool) && file.exists(file.path(tool$model.dir, "config.json")) &&
-    (is.null(group.by) || setequal(group.by, tool$group.by)) && (is.null(assay) || identical(assay, tool$assay))
-  if (usable) {
-    if (verbose) message("Using the cellsynth model stored in the object: ", tool$model.dir)
-  } else {
-    object <- TrainCellSynth(object, group.by = group.by, assay = assay, model.dir = model.dir,
-                             hyperparameters = hyperparameters, seed.use = seed.use, verbose = verbose)
-    tool <- methods::slot(object, "tools")[["TrainCellSynth"]]
-  }
+  got <- .stored_or_train(object, group.by, assay, model.dir, hyperparameters, seed.use, verbose)
+  object <- got$object
+  tool <- got$tool
   eng <- .engine()
   m <- .py(eng$cellsynth$CellSynth$load(tool$model.dir))
   per.condition <- per.condition %||% (is.null(condition) && length(tool$labels) > 0)

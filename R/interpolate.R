@@ -34,12 +34,9 @@ InterpolateCells <- function(object, from, to, method = c("gradient", "prior", "
   to <- .check_condition(object, to)
   if (is.null(from) || is.null(to)) stop("from and to must name a state, e.g. from = list(groups = \"g1\").", call. = FALSE)
   group.by <- unique(c(names(from), names(to)))
-  tool <- methods::slot(object, "tools")[["TrainCellSynth"]]
-  if (is.null(tool) || !file.exists(file.path(tool$model.dir, "config.json")) || !all(group.by %in% tool$group.by)) {
-    object <- TrainCellSynth(object, group.by = group.by, assay = assay, model.dir = model.dir,
-                             hyperparameters = hyperparameters, seed.use = seed.use, verbose = verbose)
-    tool <- methods::slot(object, "tools")[["TrainCellSynth"]]
-  }
+  got <- .stored_or_train(object, group.by, assay, model.dir, hyperparameters, seed.use, verbose, subset = TRUE)
+  object <- got$object
+  tool <- got$tool
   eng <- .engine()
   m <- .py(eng$cellsynth$CellSynth$load(tool$model.dir))
   cells <- .as_anndata(object, tool$assay, columns = group.by)

@@ -97,6 +97,23 @@ TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NU
   SeuratObject::LogSeuratCommand(object)
 }
 
+# The model stored in `object` if it fits the request (its directory exists, it was
+# trained on `assay` and on exactly `group.by`, or on a superset when `subset` is TRUE),
+# else a freshly trained (or session-cached) one. Returns list(object, tool).
+.stored_or_train <- function(object, group.by, assay, model.dir, hyperparameters, seed.use, verbose, subset = FALSE) {
+  tool <- methods::slot(object, "tools")[["TrainCellSynth"]]
+  fits_labels <- is.null(group.by) || (if (subset) all(group.by %in% tool$group.by) else setequal(group.by, tool$group.by))
+  usable <- !is.null(tool) && file.exists(file.path(tool$model.dir, "config.json")) && fits_labels &&
+    (is.null(assay) || identical(assay, tool$assay))
+  if (usable) {
+    if (verbose) message("Using the cellsynth model stored in the object: ", tool$model.dir)
+    return(list(object = object, tool = tool))
+  }
+  object <- TrainCellSynth(object, group.by = group.by, assay = assay, model.dir = model.dir,
+                           hyperparameters = hyperparameters, seed.use = seed.use, verbose = verbose)
+  list(object = object, tool = methods::slot(object, "tools")[["TrainCellSynth"]])
+}
+
 # config.json through Python's json (no R JSON dependency)
 .read_config <- function(path) {
   json <- reticulate::import("json", convert = TRUE)

@@ -19,19 +19,25 @@ from pathlib import Path
 log = logging.getLogger("cellsynth")
 
 
-def write_h5ad_atomic(adata, path: str | os.PathLike) -> Path:
-    """Write ``adata`` to ``path`` through a temporary file in the same directory."""
+def write_atomic(path: str | os.PathLike, write, suffix: str | None = None) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``;
+    on any failure the temporary file is removed and ``path`` is left untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cellsynth-", suffix=".h5ad", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".cellsynth-", suffix=path.suffix if suffix is None else suffix, dir=path.parent)
     os.close(fd)
     try:
-        adata.write_h5ad(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_h5ad_atomic(adata, path: str | os.PathLike) -> Path:
+    """Write ``adata`` to ``path`` through a temporary file in the same directory."""
+    return write_atomic(path, adata.write_h5ad, suffix=".h5ad")
 
 
 def _hparams(pairs: list[str]) -> dict:
@@ -117,16 +123,7 @@ def cmd_velocity(a: argparse.Namespace) -> None:
     from .velocity import gene_velocity
 
     vel = gene_velocity(ad.read_h5ad(a.path), window=a.window)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cellsynth-", suffix=".csv", dir=out.parent)
-    os.close(fd)
-    try:
-        vel.ranking.rename_axis("gene").to_csv(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    out = write_atomic(a.out, vel.ranking.rename_axis("gene").to_csv)
     print(f"ranked {vel.ranking.shape[0]} genes; fastest: {', '.join(vel.top(5))}; wrote {out}")
     if a.plot:
         from .plotting import plot_gene_velocity

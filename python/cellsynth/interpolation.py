@@ -32,7 +32,6 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .conditions import resolve_conditions
 from .data.intake import InputError
 from .diffusion import DDIMSampler
 from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, classifier_log_prob_grad
@@ -57,7 +56,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
 def _endpoints(model: "CellSynth", cond: dict, adata: ad.AnnData | None, n: int, g: torch.Generator, rng: np.random.Generator) -> torch.Tensor:
     """``n`` standardised latents of cells in state ``cond``: real cells of ``adata``
     when given (drawn with replacement), else cells generated for that condition."""
-    codes = resolve_conditions(cond, model.labels, model.categories, model.label_counts, model.hparams.min_cells_per_label)
+    codes = model._codes(cond)
     if adata is None:
         return model._sample(n, model._cond_tensor(n, codes), "cfg", None, "ddim", 50, 0.5, 0.0, g, progress_bar=False)
     mask = np.ones(adata.n_obs, bool)
@@ -165,8 +164,7 @@ def interpolate(
 
         h0, h1 = s.invert(eps_fn, z0), s.invert(eps_fn, z1)
     if method == "gradient":
-        c0 = resolve_conditions(start, model.labels, model.categories, model.label_counts, model.hparams.min_cells_per_label)
-        c1 = resolve_conditions(end, model.labels, model.categories, model.label_counts, model.hparams.min_cells_per_label)
+        c0, c1 = model._codes(start), model._codes(end)
         gamma = float(CLASSIFIER_SCALE if scale is None else scale)
         x_init = abar.sqrt() * z0 + (1 - abar).sqrt() * noise  # Eq. 7
 
@@ -188,10 +186,7 @@ def interpolate(
             zm = (1 - a) * z0 + a * z1
             z = _denoise(model, abar.sqrt() * zm + (1 - abar).sqrt() * noise, depth, steps)
         out.append(z)
-    zs = torch.cat(out)
-    span = model.latent_max - model.latent_min
-    zs = torch.maximum(torch.minimum(zs, model.latent_max + 0.1 * span), model.latent_min - 0.1 * span)
-    x, c = model.decode(zs, seed=seed)
+    x, c = model.decode(model._clamp_latent(torch.cat(out)), seed=seed)
     obs = pd.DataFrame(
         {
             "interpolation_position": np.repeat(positions, n),

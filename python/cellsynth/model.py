@@ -424,10 +424,16 @@ class CellSynth:
                     eps = apply_classifier_guidance(eps, grad, self.schedule, tb, self.schedule.n_steps // 2)
                 z = s.step(eps, t, z, generator=g).prev_sample
             out.append(z)
-        z = torch.cat(out)
-        # keep samples inside the range the training latents span (a little slack)
+        return self._clamp_latent(torch.cat(out))
+
+    def _clamp_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Keep sampled latents inside the range the training latents span (10 % slack)."""
         span = self.latent_max - self.latent_min
         return torch.maximum(torch.minimum(z, self.latent_max + 0.1 * span), self.latent_min - 0.1 * span)
+
+    def _codes(self, conditions: dict[str, str] | None) -> dict[str, int]:
+        """Validated label codes of ``{column: value}`` (clear errors; rare labels refused)."""
+        return resolve_conditions(conditions, self.labels, self.categories, self.label_counts, self.hparams.min_cells_per_label)
 
     @torch.no_grad()
     def sample_latent(
@@ -450,8 +456,7 @@ class CellSynth:
         if int(n_cells) < 1:
             raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
         self._check_guidance(guidance)
-        codes = resolve_conditions(conditions, self.labels, self.categories, self.label_counts, self.hparams.min_cells_per_label)
-        cond = self._cond_tensor(int(n_cells), codes)
+        cond = self._cond_tensor(int(n_cells), self._codes(conditions))
         return self._sample(int(n_cells), cond, guidance, scale, sampler, steps, variance_weight, eta, self._generator(seed), batch_size=batch_size, progress_bar=progress_bar)
 
     @staticmethod
@@ -510,7 +515,7 @@ class CellSynth:
     def _plan(self, n: int, conditions, per_condition: bool) -> list[tuple[dict[str, int], int]]:
         hp = self.hparams
         if not per_condition:
-            return [(resolve_conditions(conditions, self.labels, self.categories, self.label_counts, hp.min_cells_per_label), n)]
+            return [(self._codes(conditions), n)]
         if conditions:
             raise InputError("Give either conditions or per_condition=True, not both.")
         if not self.labels:

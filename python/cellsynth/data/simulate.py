@@ -16,6 +16,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 
+def _nb_counts(logit: np.ndarray, rng: np.random.Generator, library_mean: float, theta: float, fallback_gene: int) -> np.ndarray:
+    """Gamma-Poisson counts with means ``library * softmax(logit)`` (log-normal library
+    sizes); a cell that comes out empty gets one count of ``fallback_gene``."""
+    p = np.exp(logit - logit.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    lib = rng.lognormal(np.log(library_mean), 0.3, logit.shape[0])
+    counts = rng.poisson(rng.gamma(theta, p * lib[:, None] / theta)).astype(np.float32)
+    counts[counts.sum(1) == 0, fallback_gene] = 1
+    return counts
+
+
 def simulate(
     n_cells: int = 2000,
     n_genes: int = 500,
@@ -71,13 +82,7 @@ def simulate(
         lv = rng.integers(0, k, n_cells)
         logit = logit + cond_prog[c][lv]
         obs[c] = pd.Categorical([f"{c}{v}" for v in lv], categories=[f"{c}{v}" for v in range(k)])
-    p = np.exp(logit - logit.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    lib = rng.lognormal(np.log(library_mean), 0.3, n_cells)
-    mu = p * lib[:, None]
-    counts = rng.poisson(rng.gamma(theta, mu / theta)).astype(np.float32)
-    empty = counts.sum(1) == 0
-    counts[empty, int(np.argmax(base))] = 1
+    counts = _nb_counts(logit, rng, library_mean, theta, int(np.argmax(base)))
     return ad.AnnData(
         sp.csr_matrix(counts),
         obs=pd.DataFrame(obs, index=[f"cell{i}" for i in range(n_cells)]),
@@ -127,13 +132,8 @@ def simulate_trajectory(
 
     logit = base[None, :] + tau[:, None] * slope[None, :]
     logit[:, changing] += block_shift(tau)[:, None]
-    p = np.exp(logit - logit.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    lib = rng.lognormal(np.log(library_mean), 0.3, n_cells)
-    counts = rng.poisson(rng.gamma(theta, p * lib[:, None] / theta)).astype(np.float32)
+    counts = _nb_counts(logit, rng, library_mean, theta, int(np.argmax(base)))
     lfc = np.where(changing, slope + block_shift(np.ones(1))[0], 0.0)
-    empty = counts.sum(1) == 0
-    counts[empty, int(np.argmax(base))] = 1
     state = np.minimum((tau * n_states).astype(int), n_states - 1)
     names = [f"state{s}" for s in range(n_states)]
     return ad.AnnData(
