@@ -1,4 +1,4 @@
-"""``cellsynth`` command line: train, generate, interpolate, velocity, evaluate, demo.
+"""``cellsynth`` command line: train, generate, interpolate, velocity, perturb, evaluate, demo.
 
 Every command writes its outputs atomically (temporary file, then rename), so a
 failure never leaves a half-written ``.h5ad`` or model directory behind. Known
@@ -117,6 +117,22 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     print(f"{a.method} path: {a.n_cells} cells at each of {a.steps} positions in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
 
 
+def cmd_perturb(a: argparse.Namespace) -> None:
+    import anndata as ad
+
+    from .model import CellSynth
+
+    condition = _one_state(a.condition, "--condition")
+    m = CellSynth.load(a.model, device=a.device)
+    cells = ad.read_h5ad(a.cells)
+    t0 = time.perf_counter()
+    pred = m.predict_perturbation(cells, condition, control=a.control, method=a.method, depth=a.depth, seed=a.seed)
+    write_h5ad_atomic(pred, a.out)
+    info = pred.uns["cellsynth_perturbation"]
+    print(f"{info['method']}: {pred.n_obs} cells {info['column']}={info['control']} -> {info['target']} "
+          f"(shift learned from {len(next(iter(info['groups'].values()), []))} group(s)) in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
+
+
 def cmd_velocity(a: argparse.Namespace) -> None:
     import anndata as ad
 
@@ -222,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--window", type=int, default=3, help="moving-average window in steps")
     v.add_argument("--plot", default=None, help="also draw the top genes along the path to this .png")
     v.set_defaults(func=cmd_velocity)
+
+    r = sub.add_parser("perturb", help="predict how control cells respond to a condition (latent shift + diffusion)")
+    r.add_argument("model", help="model directory (trained with the condition column as a label)")
+    r.add_argument("--cells", required=True, help="control cells (.h5ad) to perturb")
+    r.add_argument("--condition", action="append", metavar="COL=VALUE", help="target level, e.g. treatment=stim")
+    r.add_argument("--control", default=None, help="the cells' level in that column (default: from the cells' obs, or the other of two levels)")
+    r.add_argument("--method", choices=["diffusion", "shift"], default="diffusion", help="latent shift refined by the diffusion model, or the plain shift")
+    r.add_argument("--depth", type=int, default=None, help="refinement depth of 1000 (default: see cellsynth.perturbation)")
+    r.add_argument("--out", required=True, help="output .h5ad")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default=None)
+    r.set_defaults(func=cmd_perturb)
 
     e = sub.add_parser("evaluate", help="real vs generated metrics")
     e.add_argument("real")

@@ -71,16 +71,18 @@ def _endpoints(model: "CellSynth", cond: dict, adata: ad.AnnData | None, n: int,
     return torch.as_tensor(z[pick], device=model.device)
 
 
-def _denoise(model: "CellSynth", z: torch.Tensor, start_t: int, steps: int, guide=None) -> torch.Tensor:
-    """Unconditional DDIM from ``start_t`` to 0; ``guide(z, t_batch) -> grad`` adds
+def _denoise(model: "CellSynth", z: torch.Tensor, start_t: int, steps: int, guide=None, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """DDIM from ``start_t`` to 0, unconditional unless ``cond`` (per-cell codes, null
+    token where a column is not asked for) is given; ``guide(z, t_batch) -> grad`` adds
     classifier guidance."""
     s = DDIMSampler(model.schedule)
     s.set_timesteps(steps, start=start_t)
     net = model.ema.model
-    null = model.denoiser.null_condition(z.shape[0], model.device) if model.labels else None
+    if cond is None and model.labels:
+        cond = model.denoiser.null_condition(z.shape[0], model.device)
     for t in s.timesteps.tolist():
         tb = torch.full((z.shape[0],), t, device=model.device, dtype=torch.long)
-        eps = model._eps(net, z, tb, null)
+        eps = model._eps(net, z, tb, cond)
         if guide is not None:
             eps = apply_classifier_guidance(eps, guide(z, tb), model.schedule, tb, model.schedule.n_steps // 2)
         z = s.step(eps, t, z).prev_sample

@@ -31,6 +31,8 @@ from .data.intake import InputError, Prepared, normalise_log, prepare
 from .diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, cfg_combine, classifier_log_prob_grad
 from .interpolation import interpolate as _interpolate
+from .perturbation import latent_shift as _latent_shift
+from .perturbation import predict_perturbation as _predict_perturbation
 from .io.checkpoint import ModelFileError, load_model, save_model
 from .nn import ENCODERS, EMA, Discriminator, LatentClassifier, SkipMLP
 from .pretrained import align_gene_parameters, read_pretrained_encoder
@@ -38,6 +40,10 @@ from .progress import progress
 from .train import History, train_classifier, train_denoiser, train_discriminator, train_encoder
 
 log = logging.getLogger("cellsynth")
+
+
+#: latent statistics saved with the weights
+STATS = ("latent_mean", "latent_std", "latent_min", "latent_max", "combination_means")
 
 
 @dataclass
@@ -244,6 +250,7 @@ class CellSynth:
         self.latent_std = torch.ones(self.diff_dim, device=self.device)
         self.latent_min = torch.full((self.diff_dim,), -np.inf, device=self.device)
         self.latent_max = torch.full((self.diff_dim,), np.inf, device=self.device)
+        self.combination_means = torch.zeros((len(self.combinations), self.diff_dim), device=self.device)
 
     def _generator(self, seed: int) -> torch.Generator:
         g = torch.Generator(device="cpu")
@@ -283,6 +290,11 @@ class CellSynth:
         cond = None
         if self.labels:
             cond = torch.as_tensor(np.stack([d.labels[c] for c in self.labels], 1), device=self.device)
+            # mean latent of every label combination (same order as self.combinations):
+            # the latent arithmetic of perturbation prediction works from these
+            self.combination_means = torch.stack([
+                zs[(cond == torch.as_tensor(key[:-1], device=self.device)).all(1)].mean(0) for key in self.combinations
+            ])
         self.history["diffusion"] = train_denoiser(
             self.denoiser, self.ema, self.schedule, zs, cond,
             steps=diffusion_steps if diffusion_steps is not None else hp.diffusion_steps,
@@ -673,6 +685,9 @@ class CellSynth:
     # ------------------------------------------------------------------ paths
     # m.interpolate(start, end, method=..., n_steps=K, n_cells=N, ...): see cellsynth.interpolation
     interpolate = _interpolate
+    # m.predict_perturbation(ctrl_adata, {"treatment": "stim"}, ...): see cellsynth.perturbation
+    predict_perturbation = _predict_perturbation
+    latent_shift = _latent_shift
 
     # ------------------------------------------------------------------ save / load
     def _config(self) -> dict:
@@ -701,7 +716,7 @@ class CellSynth:
         tensors |= {f"classifiers.{k}": v for k, v in self.classifiers.state_dict().items()}
         if self.has_discriminator:
             tensors |= {f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()}
-        for name in ("latent_mean", "latent_std", "latent_min", "latent_max"):
+        for name in STATS:
             tensors[f"stats.{name}"] = getattr(self, name)
         save_model(directory, self._config(), tensors, self.genes, overwrite=overwrite)
 
@@ -736,8 +751,10 @@ class CellSynth:
             for prefix, module in modules:
                 sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
                 module.load_state_dict(sd, strict=True)
-            for name in ("latent_mean", "latent_std", "latent_min", "latent_max"):
+            for name in STATS:
                 setattr(m, name, tensors[f"stats.{name}"].to(m.device))
+            if m.combination_means.shape != (len(m.combinations), m.diff_dim):
+                raise KeyError(f"stats.combination_means has shape {tuple(m.combination_means.shape)}")
         except (RuntimeError, KeyError) as e:
             raise ModelFileError(f"The weights in {directory} do not fit the configured model ({e}).") from e
         m.has_discriminator = has_disc

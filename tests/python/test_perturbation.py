@@ -1,0 +1,134 @@
+"""Perturbation prediction: the simulator's truth, the balanced latent shift, prediction,
+errors, save/load, CLI."""
+
+import anndata as ad
+import numpy as np
+import pytest
+from conftest import FAST
+
+import cellsynth
+from cellsynth.data import InputError, normalise_log, simulate_perturbation
+
+
+def test_simulated_response_has_the_stated_truth():
+    a = simulate_perturbation(4000, 150, 3, seed=3)
+    x = normalise_log(a.X.toarray())
+    truth = a.varm["true_response"]
+    assert list(truth.columns) == ["type0", "type1", "type2"] and truth.shape == (150, 3)
+    for t in truth.columns:
+        cell = (a.obs["cell_type"] == t).to_numpy()
+        stim = (a.obs["condition"] == "stimulated").to_numpy()
+        change = x[cell & stim].mean(0) - x[cell & ~stim].mean(0)
+        resp = truth[t].to_numpy()
+        change -= np.median(change[resp == 0])  # the softmax's renormalisation moves every gene alike
+        big = np.abs(resp) > 1.0
+        assert np.mean(np.sign(change[big]) == np.sign(resp[big])) > 0.85
+        assert np.abs(change[big]).mean() > 5 * np.abs(change[resp == 0]).mean()
+    # the response differs by type but mostly transfers
+    r = np.corrcoef(truth.to_numpy().T)
+    assert 0.5 < r[0, 1] < 0.999
+
+
+@pytest.fixture(scope="module")
+def pert():
+    data = simulate_perturbation(900, 80, 3, effect_size=2.0, seed=4)
+    held = ((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "stimulated")).to_numpy()
+    train = data[~held].copy()
+    hp = {**FAST, "latent_dim": 12, "encoder_hidden": [64], "denoiser_hidden": [64, 64], "diffusion_steps": 600, "n_steps": 1000, "classifier_steps": 0, "discriminator_steps": 0}
+    m = cellsynth.CellSynth(train, labels=["cell_type", "condition"], seed=0, **hp).fit(progress_bar=False)
+    return data, train, m
+
+
+def test_latent_shift_is_the_balanced_mean_of_per_type_differences(pert):
+    data, train, m = pert
+    s = m.latent_shift({"condition": "stimulated"})
+    assert (s.column, s.control, s.target) == ("condition", "control", "stimulated")
+    assert sorted(g["cell_type"] for g in s.groups) == ["type1", "type2"]  # type0 was never seen treated
+    z = m.get_latent(train)  # independent recomputation from the training cells
+    diffs = []
+    for t in ("type1", "type2"):
+        ct = (train.obs["cell_type"] == t).to_numpy()
+        st = (train.obs["condition"] == "stimulated").to_numpy()
+        diffs.append(z[ct & st].mean(0) - z[ct & ~st].mean(0))
+    np.testing.assert_allclose(s.delta, np.mean(diffs, 0), rtol=1e-4, atol=1e-5)
+    back = m.latent_shift({"condition": "control"}, control="stimulated")
+    np.testing.assert_allclose(back.delta, -s.delta, rtol=1e-6, atol=1e-7)
+
+
+def test_prediction_output_and_direction(pert):
+    data, train, m = pert
+    ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
+    pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=1)
+    assert pred.shape == ctrl.shape and list(pred.var_names) == list(ctrl.var_names)
+    assert (pred.obs["condition"] == "stimulated").all() and (pred.obs["cell_type"] == "type0").all()
+    assert pred.obs["synthetic"].all() and (pred.obs["perturbation_method"] == "diffusion").all()
+    c = pred.layers["counts"].toarray()
+    assert np.all(c == np.round(c)) and np.all(c >= 0)
+    info = pred.uns["cellsynth_perturbation"]
+    assert info["control"] == "control" and info["target"] == "stimulated" and info["depth"] == 50
+    again = m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=1)
+    np.testing.assert_array_equal(pred.X.toarray(), again.X.toarray())
+    # predicted change points the way of the true (shared) response on strongly responding genes
+    x_ctrl = normalise_log(ctrl.X.toarray())
+    resp = data.varm["true_response"]["type0"].to_numpy()
+    big = np.abs(resp) > 1.5
+    for method in ("diffusion", "shift"):
+        p = m.predict_perturbation(ctrl, {"condition": "stimulated"}, method=method, seed=1)
+        change = p.X.toarray().mean(0) - x_ctrl.mean(0)
+        assert np.mean(np.sign(change[big]) == np.sign(resp[big])) > 0.7, method
+    assert m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift").uns["cellsynth_perturbation"]["depth"] is None
+
+
+def test_perturbation_errors(pert):
+    data, train, m = pert
+    ctrl = data[(data.obs["condition"] == "control").to_numpy()][:20].copy()
+    with pytest.raises(InputError, match="treatment"):
+        m.predict_perturbation(ctrl, {"treatment": "stim"})
+    with pytest.raises(InputError, match="stimulatd"):
+        m.predict_perturbation(ctrl, {"condition": "stimulatd"})
+    with pytest.raises(InputError, match="one column"):
+        m.predict_perturbation(ctrl, {"condition": "stimulated", "cell_type": "type1"})
+    with pytest.raises(InputError, match="both"):
+        m.predict_perturbation(ctrl, {"condition": "stimulated"}, control="stimulated")
+    with pytest.raises(InputError, match="several levels"):
+        m.predict_perturbation(data[:50].copy(), {"condition": "stimulated"})
+    with pytest.raises(ValueError, match="method"):
+        m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="magic")
+    with pytest.raises(ValueError, match="depth"):
+        m.predict_perturbation(ctrl, {"condition": "stimulated"}, depth=1000)
+    with pytest.raises(InputError, match="no cells"):
+        m.predict_perturbation(ctrl[:0], {"condition": "stimulated"})
+    with pytest.raises(InputError, match="control="):  # cell_type has three levels
+        m.latent_shift({"cell_type": "type1"})
+    import copy
+
+    stim = m.categories["condition"].index("stimulated")
+    keep = [i for i, key in enumerate(m.combinations) if key[1] != stim or key[0] == 1]  # treated: type1 only
+    only = copy.copy(m)
+    only.combinations = [m.combinations[i] for i in keep]
+    only.combination_means = m.combination_means[keep]
+    assert [g["cell_type"] for g in only.latent_shift({"condition": "stimulated"}).groups] == ["type1"]
+    none = [i for i in keep if m.combinations[i][1] != stim]  # no treated cells at all
+    only.combinations = [m.combinations[i] for i in none]
+    only.combination_means = m.combination_means[none]
+    with pytest.raises(InputError, match="No group"):
+        only.latent_shift({"condition": "stimulated"})
+
+
+def test_shift_survives_save_load_and_cli(pert, tmp_path):
+    from cellsynth.cli import main
+
+    data, train, m = pert
+    m.save(tmp_path / "model")
+    back = cellsynth.CellSynth.load(tmp_path / "model")
+    np.testing.assert_allclose(back.latent_shift({"condition": "stimulated"}).delta, m.latent_shift({"condition": "stimulated"}).delta)
+    ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
+    ctrl.write_h5ad(tmp_path / "ctrl.h5ad")
+    out = tmp_path / "pred.h5ad"
+    rc = main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=stimulated", "--out", str(out)])
+    assert rc == 0
+    pred = ad.read_h5ad(out)
+    np.testing.assert_allclose(pred.X.toarray(), m.predict_perturbation(ctrl, {"condition": "stimulated"}).X.toarray(), rtol=1e-5, atol=1e-6)
+    bad = tmp_path / "bad.h5ad"
+    assert main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=nope", "--out", str(bad)]) == 2
+    assert not bad.exists()
