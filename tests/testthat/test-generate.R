@@ -83,3 +83,23 @@ test_that("InterpolateCells returns path cells with their positions", {
   expect_true(all(path$synthetic))
   expect_error(InterpolateCells(seu, from = list(groups = "g1"), to = list(groups = "g7")), "Valid values: g1, g2")
 })
+
+test_that("PredictPerturbation predicts every control cell at the target level", {
+  skip_if_no_engine()
+  seu <- SeuratObject::pbmc_small
+  pred <- PredictPerturbation(seu, condition = list(groups = "g2"), group.by = "RNA_snn_res.1",
+                              hyperparameters = FAST, verbose = FALSE)
+  g1 <- colnames(seu)[seu$groups == "g1"]
+  expect_equal(ncol(pred), length(g1))
+  expect_identical(colnames(pred), paste0(g1, "-g2"))
+  expect_identical(rownames(pred), rownames(seu))
+  expect_true(all(pred$groups == "g2") && all(pred$synthetic))
+  expect_identical(as.character(pred$RNA_snn_res.1), as.character(seu$RNA_snn_res.1[g1]))
+  shift <- PredictPerturbation(seu, condition = list(groups = "g2"), group.by = "RNA_snn_res.1",
+                               cells = g1[1:5], method = "shift", hyperparameters = FAST, verbose = FALSE)
+  expect_equal(ncol(shift), 5)
+  expect_true(all(shift$perturbation_method == "shift"))
+  expect_error(PredictPerturbation(seu, condition = list(groups = "g9")), "Valid values: g1, g2")
+  expect_error(PredictPerturbation(seu, condition = list(groups = "g2"), group.by = "nope"), "not in meta.data")
+  expect_error(PredictPerturbation(seu, condition = list(groups = "g2"), cells = "cellX"), "not in the object")
+})
