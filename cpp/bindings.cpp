@@ -6,7 +6,16 @@
 #include <stdexcept>
 #include <string>
 
+#ifdef CELLSYNTH_CUDA_MODULE
+// the same binding layer over the CUDA kernels, as cellsynth._cuda
+#include "cellsynth/kernels_cuda.hpp"
+namespace kern = cellsynth::cuda;
+#define CELLSYNTH_MODULE_NAME _cuda
+#else
 #include "cellsynth/kernels.hpp"
+namespace kern = cellsynth;
+#define CELLSYNTH_MODULE_NAME _core
+#endif
 
 namespace py = pybind11;
 template <typename T>
@@ -41,7 +50,7 @@ py::tuple knn_t(const carray<T>& x, int k, const py::object& query) {
   int64_t* ip = idx.mutable_data();
   {
     py::gil_scoped_release release;
-    cellsynth::knn(xp, n, qp, m, d, kk, self, dp, ip);
+    kern::knn(xp, n, qp, m, d, kk, self, dp, ip);
   }
   return py::make_tuple(dist, idx);
 }
@@ -56,13 +65,19 @@ double mmd_t(const carray<T>& x, const carray<T>& y, const std::vector<double>& 
   const T* xp = static_cast<const T*>(xb.ptr);
   const T* yp = static_cast<const T*>(yb.ptr);
   py::gil_scoped_release release;
-  return cellsynth::mmd(xp, xb.shape[0], yp, yb.shape[0], xb.shape[1], sigmas, biased);
+  return kern::mmd(xp, xb.shape[0], yp, yb.shape[0], xb.shape[1], sigmas, biased);
 }
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+PYBIND11_MODULE(CELLSYNTH_MODULE_NAME, m) {
+#ifdef CELLSYNTH_CUDA_MODULE
+  m.doc() = "cellsynth CUDA metric kernels (exact kNN, fused multi-scale RBF MMD) on GPU 0";
+  m.def("device_count", &kern::device_count, "Number of usable CUDA devices (0 without a driver or GPU).");
+  m.def("device_name", &kern::device_name, "Name of CUDA device 0.");
+#else
   m.doc() = "cellsynth native metric kernels (exact kNN, fused multi-scale RBF MMD, LISI)";
+#endif
   m.def(
       "knn",
       [](const py::array& x, int k, const py::object& query) -> py::tuple {
@@ -79,6 +94,7 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("x"), py::arg("y"), py::arg("sigmas"), py::arg("biased") = false,
       "Squared MMD with kernel sum_s exp(-|a-b|^2 / (2 s^2)); double accumulation, no N x N matrix.");
+#ifndef CELLSYNTH_CUDA_MODULE
   m.def(
       "lisi",
       [](const carray<double>& dist, const carray<int64_t>& idx, const carray<int64_t>& labels, double perplexity) {
@@ -112,4 +128,5 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("distances"), py::arg("indices"), py::arg("labels"), py::arg("perplexity") = 30.0,
       "Per-cell LISI from a kNN result (plain distances).");
+#endif
 }

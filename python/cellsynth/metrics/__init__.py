@@ -4,13 +4,13 @@ Array-first functions; kernels run natively when the C++ extension is built, els
 NumPy/torch (:func:`backend` says which).
 """
 
-from ._backend import backend
+from ._backend import backend, device
 from .classifier import classifier_auc, knn_auc, label_accuracy, rf_auc
 from .distribution import gene_mean_correlation, median_heuristic, mmd
 from .fidelity import fidelity
 from .neighbors import clisi, ilisi, knn, lisi, memorisation
 
 __all__ = [
-    "backend", "classifier_auc", "knn_auc", "label_accuracy", "rf_auc", "gene_mean_correlation",
+    "backend", "device", "classifier_auc", "knn_auc", "label_accuracy", "rf_auc", "gene_mean_correlation",
     "median_heuristic", "mmd", "fidelity", "clisi", "ilisi", "knn", "lisi", "memorisation",
 ]

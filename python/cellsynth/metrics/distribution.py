@@ -47,7 +47,8 @@ def mmd(x: np.ndarray, y: np.ndarray, *, sigmas=None, biased: bool = False) -> f
     sigmas = np.atleast_1d(np.asarray(sigmas, dtype=np.float64))
     if np.any(sigmas <= 0):
         raise ValueError("sigmas must be positive.")
-    return float(_backend.impl.mmd(x, y, sigmas, bool(biased)))
+    impl = _backend.cuda if _backend.cuda is not None and sigmas.size <= 16 else _backend.impl
+    return float(impl.mmd(x, y, sigmas, bool(biased)))
 
 
 def gene_mean_correlation(real: np.ndarray, generated: np.ndarray) -> dict[str, float]:

@@ -31,7 +31,8 @@ def knn(x: np.ndarray, k: int, *, query: np.ndarray | None = None) -> tuple[np.n
     Returns
     -------
     ``(distances, indices)``: squared Euclidean distances and indices into ``x``,
-    each ``(m, k)``, nearest first.
+    each ``(m, k)``, nearest first. Runs on the GPU under ``CELLSYNTH_BACKEND=cuda``
+    (:func:`device`).
 
     Examples
     --------
@@ -46,6 +47,8 @@ def knn(x: np.ndarray, k: int, *, query: np.ndarray | None = None) -> tuple[np.n
             raise ValueError(f"query has {query.shape[1]} features but x has {x.shape[1]}.")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
+    if _backend.cuda is not None and k <= _backend.CUDA_MAX_K:
+        return _backend.cuda.knn(x, int(k), query)
     return _backend.impl.knn(x, int(k), query)
 
 
