@@ -27,6 +27,17 @@ def _nb_counts(logit: np.ndarray, rng: np.random.Generator, library_mean: float,
     return counts
 
 
+def _programs(bio: np.random.Generator, n_levels: int, n_genes: int, k: int, effect_size: float, signed: bool) -> np.ndarray:
+    """One sparse gene program per level: ``k`` genes shifted by about ``effect_size``
+    (log-normal sizes; random signs when ``signed``)."""
+    eff = np.zeros((n_levels, n_genes))
+    for lvl in range(n_levels):
+        genes = bio.choice(n_genes, k, replace=False)
+        size = bio.lognormal(np.log(effect_size), 0.3, k)
+        eff[lvl, genes] = size * (bio.choice([-1, 1], k) if signed else 1)
+    return eff
+
+
 def simulate(
     n_cells: int = 2000,
     n_genes: int = 500,
@@ -63,17 +74,9 @@ def simulate(
     bio = np.random.default_rng(seed)
     base = bio.normal(0, 1, n_genes)
 
-    def program(n_levels: int, signed: bool) -> np.ndarray:
-        eff = np.zeros((n_levels, n_genes))
-        k = max(1, int(round(program_fraction * n_genes)))
-        for lvl in range(n_levels):
-            genes = bio.choice(n_genes, k, replace=False)
-            size = bio.lognormal(np.log(effect_size), 0.3, k)
-            eff[lvl, genes] = size * (bio.choice([-1, 1], k) if signed else 1)
-        return eff
-
-    types_prog = program(n_types, signed=False)
-    cond_prog = {c: program(k, signed=True) for c, k in conditions.items()}
+    k = max(1, int(round(program_fraction * n_genes)))
+    types_prog = _programs(bio, n_types, n_genes, k, effect_size, signed=False)
+    cond_prog = {c: _programs(bio, n_lv, n_genes, k, effect_size, signed=True) for c, n_lv in conditions.items()}
     rng = np.random.default_rng(seed if cells_seed is None else cells_seed)
     types = rng.integers(0, n_types, n_cells)
     logit = base[None, :] + types_prog[types]
@@ -177,13 +180,8 @@ def simulate_perturbation(
     bio = np.random.default_rng(seed)
     base = bio.normal(0, 1, n_genes)
     k = max(1, int(round(response_fraction * n_genes)))
-    types_prog = np.zeros((n_types, n_genes))
-    for t in range(n_types):
-        genes = bio.choice(n_genes, k, replace=False)
-        types_prog[t, genes] = bio.lognormal(np.log(effect_size), 0.3, k)
-    shared = np.zeros(n_genes)
-    genes = bio.choice(n_genes, k, replace=False)
-    shared[genes] = bio.lognormal(np.log(effect_size), 0.3, k) * bio.choice([-1, 1], k)
+    types_prog = _programs(bio, n_types, n_genes, k, effect_size, signed=False)
+    shared = _programs(bio, 1, n_genes, k, effect_size, signed=True)[0]
     scale = bio.lognormal(0.0, 0.2, n_types)
     response = scale[:, None] * shared[None, :]
     for t in range(n_types):
