@@ -11,14 +11,15 @@ DEMO_OUT ?= demo_out
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned to the CPU wheel, so nothing pulls the CUDA build
+# torch first, pinned to the CPU wheel, so nothing pulls the CUDA build; numpy<2 in every
+# install (reticulate 1.28 needs it; zarr >= 3.1.6, which anndata takes, would pull numpy 2)
 # the C++ metric kernels are optional: if they fail to build, install without them
 $(VENV)/.installed: $(BIN)/python pyproject.toml CMakeLists.txt $(wildcard cpp/*.txt cpp/*.cpp cpp/include/cellsynth/*.hpp)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0" "numpy<2"
-	$(BIN)/pip install -q -e ".[test]" || { \
+	$(BIN)/pip install -q -e ".[test]" "numpy<2" || { \
 	  echo "cellsynth: native kernels failed to build; installing the NumPy/torch path"; \
-	  $(BIN)/pip install -q -e ".[test]" -C cmake.define.CELLSYNTH_NATIVE=OFF; }
+	  $(BIN)/pip install -q -e ".[test]" "numpy<2" -C cmake.define.CELLSYNTH_NATIVE=OFF; }
 	$(BIN)/python -c "import cellsynth.metrics as m; print('cellsynth metrics backend:', m.backend())"
 	touch $@
 
@@ -32,7 +33,8 @@ R_DEBS := r-base-core r-base-dev r-cran-seurat r-cran-reticulate r-cran-testthat
           r-cran-rmarkdown r-bioc-singlecellexperiment r-bioc-biocstyle
 R_PKGS := SeuratObject reticulate Matrix ggplot2 rlang testthat knitr rmarkdown BiocStyle
 # Debian's R loads the wrong libpython without R_LD_LIBRARY_PATH; R uses the venv's Python
-RENV := R_LD_LIBRARY_PATH=/usr/lib/R/lib RETICULATE_PYTHON=$(abspath $(BIN)/python) CELLSYNTH_PROGRESS=0
+# CELLSYNTH_REQUIRE_ENGINE=1: the R tests fail, rather than skip, when R cannot reach the engine
+RENV := R_LD_LIBRARY_PATH=/usr/lib/R/lib RETICULATE_PYTHON=$(abspath $(BIN)/python) CELLSYNTH_PROGRESS=0 CELLSYNTH_REQUIRE_ENGINE=1
 
 test: test-python rcheck
 
@@ -53,7 +55,7 @@ rcheck: install r-deps
 	  $(RENV) _R_CHECK_FORCE_SUGGESTS_=false R CMD check --no-manual cellsynth_*.tar.gz
 	@grep -E "^Status:" build/rcheck/cellsynth.Rcheck/00check.log
 	@! grep -qE "^Status:.*(ERROR|WARNING)" build/rcheck/cellsynth.Rcheck/00check.log
-	$(BIN)/pip install -q "rpy2>=3.5,<3.6" anndata2ri   # the extra "r", without rebuilding the package
+	$(BIN)/pip install -q "rpy2>=3.5,<3.6" anndata2ri "numpy<2"   # the extra "r", without rebuilding the package
 	$(RENV) $(BIN)/python -m pytest -q tests/python/test_rfiles.py
 
 test-slow: install

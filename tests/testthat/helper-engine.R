@@ -1,6 +1,9 @@
+# Skips without the engine; under CELLSYNTH_REQUIRE_ENGINE=1 (make rcheck) fails instead.
 skip_if_no_engine <- function() {
   if (!cellsynth_available()) {
-    skip(paste("the cellsynth Python engine is not available here:", cellsynth:::.engine_problem()))
+    why <- paste("the cellsynth Python engine is not available here:", cellsynth:::.engine_problem())
+    if (identical(Sys.getenv("CELLSYNTH_REQUIRE_ENGINE"), "1")) stop("CELLSYNTH_REQUIRE_ENGINE=1, but ", why, call. = FALSE)
+    skip(why)
   }
 }
 
