@@ -25,6 +25,7 @@
 #include <string>
 
 #include "cellsynth/kernels_cuda.hpp"
+#include "cellsynth/mmd_scales.hpp"
 
 namespace cellsynth {
 namespace cuda {
@@ -310,22 +311,18 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
 template <typename T>
 double mmd(const T* x, int64_t n, const T* y, int64_t m, int64_t d, const std::vector<double>& sigmas, bool biased) {
   if (sigmas.empty() || sigmas.size() > MAX_SCALES) throw std::invalid_argument("CUDA MMD takes 1 to 16 bandwidths");
-  std::vector<double> sorted(sigmas);
-  std::sort(sorted.begin(), sorted.end(), std::greater<double>());
-  Scales s{};
-  s.n = static_cast<int>(sorted.size());
-  for (int i = 0; i < s.n; ++i) s.inv[i] = 1.0 / (2.0 * sorted[i] * sorted[i]);
-  s.ladder = s.n > 1;
-  for (int i = 1; i < s.n && s.ladder; ++i) s.ladder = std::fabs(s.inv[i] / s.inv[i - 1] - 4.0) < 1e-9;
+  const RbfScales rs = rbf_scales(sigmas);
+  Scales s{};  // the same scales, as a kernel argument
+  s.n = static_cast<int>(rs.inv.size());
+  std::copy(rs.inv.begin(), rs.inv.end(), s.inv);
+  s.ladder = rs.ladder;
   Buffer<T> dx(static_cast<size_t>(n) * d), dy(static_cast<size_t>(m) * d);
   upload(dx, x, static_cast<size_t>(n) * d);
   upload(dy, y, static_cast<size_t>(m) * d);
   const double kxx = kernel_sum(dx.p, n, dx.p, n, d, s, true, biased);
   const double kyy = kernel_sum(dy.p, m, dy.p, m, d, s, true, biased);
   const double kxy = kernel_sum(dx.p, n, dy.p, m, d, s, false, true);
-  const double nn = static_cast<double>(n), mm = static_cast<double>(m);
-  if (biased) return kxx / (nn * nn) + kyy / (mm * mm) - 2.0 * kxy / (nn * mm);
-  return kxx / (nn * (nn - 1)) + kyy / (mm * (mm - 1)) - 2.0 * kxy / (nn * mm);
+  return mmd_from_sums(kxx, kyy, kxy, n, m, biased);
 }
 
 template void knn<float>(const float*, int64_t, const float*, int64_t, int64_t, int, bool, double*, int64_t*);

@@ -19,6 +19,8 @@
 #include <limits>
 #include <vector>
 
+#include "mmd_scales.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -169,19 +171,18 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
   }
 }
 
-// Sum over all pairs (a in A, b in B) of sum_s exp(-|a-b|^2 * inv2s2[s]), in double.
+// Sum over all pairs (a in A, b in B) of sum_s exp(-|a-b|^2 * inv[s]), in double.
 // same: A == B, and the diagonal is skipped unless include_diag.
 template <typename T>
-double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, const std::vector<double>& inv2s2, bool same, bool include_diag) {
+double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, const RbfScales& scales, bool same, bool include_diag) {
   const std::vector<T> an = row_sqnorms(a, na, d);
   const std::vector<T> bn = same ? an : row_sqnorms(b, nb, d);
   const int64_t ntiles = (nb + TB - 1) / TB;
   const std::vector<T> packed = pack_all(b, nb, d);
+  const std::vector<double>& inv2s2 = scales.inv;
   const int ns = static_cast<int>(inv2s2.size());
   std::vector<T> invf(inv2s2.begin(), inv2s2.end());
-  // a power-of-two ladder of scales (the default) sorted widest first
-  bool ladder = ns > 1;
-  for (int s = 1; s < ns && ladder; ++s) ladder = std::fabs(inv2s2[s] / inv2s2[s - 1] - 4.0) < 1e-9;
+  const bool ladder = scales.ladder;
   const int64_t nqb = (na + QB - 1) / QB;
   double total = 0.0;
 #pragma omp parallel reduction(+ : total)
@@ -230,16 +231,11 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
 
 template <typename T>
 double mmd(const T* x, int64_t n, const T* y, int64_t m, int64_t d, const std::vector<double>& sigmas, bool biased) {
-  std::vector<double> sorted(sigmas);
-  std::sort(sorted.begin(), sorted.end(), std::greater<double>());  // widest first
-  std::vector<double> inv(sorted.size());
-  for (size_t s = 0; s < sorted.size(); ++s) inv[s] = 1.0 / (2.0 * sorted[s] * sorted[s]);
-  const double kxx = kernel_sum(x, n, x, n, d, inv, true, biased);
-  const double kyy = kernel_sum(y, m, y, m, d, inv, true, biased);
-  const double kxy = kernel_sum(x, n, y, m, d, inv, false, true);
-  const double nn = static_cast<double>(n), mm = static_cast<double>(m);
-  if (biased) return kxx / (nn * nn) + kyy / (mm * mm) - 2.0 * kxy / (nn * mm);
-  return kxx / (nn * (nn - 1)) + kyy / (mm * (mm - 1)) - 2.0 * kxy / (nn * mm);
+  const RbfScales s = rbf_scales(sigmas);
+  const double kxx = kernel_sum(x, n, x, n, d, s, true, biased);
+  const double kyy = kernel_sum(y, m, y, m, d, s, true, biased);
+  const double kxy = kernel_sum(x, n, y, m, d, s, false, true);
+  return mmd_from_sums(kxx, kyy, kxy, n, m, biased);
 }
 
 // Per-cell LISI from a kNN result (scib / harmony compute_simpson_index).
