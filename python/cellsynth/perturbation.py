@@ -198,16 +198,14 @@ def predict_perturbation(
             for j, c in enumerate(model.labels):
                 if c == shift.column or c not in adata.obs:
                     continue
-                cats = model.categories[c]
                 vals = adata.obs[c].astype(str).to_numpy()
-                known = np.isin(vals, cats)
+                codes = pd.Categorical(vals, categories=model.categories[c]).codes  # -1: unknown level
+                known = codes >= 0
                 if not known.all():
                     log.warning("%d cell(s) have %s levels the model does not know (e.g. %r); not conditioned on %s",
                                 int((~known).sum()), c, vals[~known][0], c)
-                idx = np.array([cats.index(v) if k else -1 for v, k in zip(vals, known)])
-                col_codes = cond[:, j].clone()
-                col_codes[torch.as_tensor(known, device=model.device)] = torch.as_tensor(idx[known], device=model.device)
-                cond[:, j] = col_codes
+                rows = torch.as_tensor(np.flatnonzero(known), device=model.device)
+                cond[rows, j] = torch.as_tensor(codes[known].astype(np.int64), device=model.device)
         g = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(z.shape, generator=g).to(model.device)
         abar = model.schedule.alphas_cumprod[depth].to(z.dtype)

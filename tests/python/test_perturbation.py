@@ -55,7 +55,7 @@ def test_latent_shift_is_the_balanced_mean_of_per_type_differences(pert):
     np.testing.assert_allclose(back.delta, -s.delta, rtol=1e-6, atol=1e-7)
 
 
-def test_prediction_output_and_direction(pert):
+def test_prediction_output_and_direction(pert, caplog):
     data, train, m = pert
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
     pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=1)
@@ -77,6 +77,16 @@ def test_prediction_output_and_direction(pert):
         change = p.X.toarray().mean(0) - x_ctrl.mean(0)
         assert np.mean(np.sign(change[big]) == np.sign(resp[big])) > 0.7, method
     assert m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift").uns["cellsynth_perturbation"]["depth"] is None
+    # conditioning the refinement on the cells' own type changes it; a level the model does not know is left out
+    typed = m.predict_perturbation(ctrl, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
+    assert not np.allclose(typed.X.toarray(), pred.X.toarray())
+    odd = ctrl.copy()
+    odd.obs["cell_type"] = odd.obs["cell_type"].cat.add_categories(["typeX"])
+    odd.obs.iloc[:3, odd.obs.columns.get_loc("cell_type")] = "typeX"
+    with caplog.at_level("WARNING", logger="cellsynth"):
+        mixed = m.predict_perturbation(odd, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
+    assert "3 cell(s) have cell_type levels the model does not know" in caplog.text
+    assert mixed.shape == odd.shape and list(mixed.obs["cell_type"][:3]) == ["typeX"] * 3
 
 
 def test_perturbation_errors(pert):
