@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import publish
+
 FORMAT = "cellsynth-model"
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, GENES = "config.json", "weights.safetensors", "genes.txt"
@@ -59,7 +61,7 @@ def save_model(directory: str | os.PathLike, config: dict, tensors: dict[str, to
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
