@@ -16,7 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .io.files import publish
+
 log = logging.getLogger("cellsynth")
+
+#: ``generate`` streams to disk above this many cells
+STREAM_ABOVE = 100_000
+DEFAULT_CHUNK = 16_384
 
 
 def write_atomic(path: str | os.PathLike, write, suffix: str | None = None) -> Path:
@@ -28,7 +34,7 @@ def write_atomic(path: str | os.PathLike, write, suffix: str | None = None) -> P
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -64,24 +70,48 @@ def cmd_train(a: argparse.Namespace) -> None:
         hp["diffusion_steps"] = a.diffusion_steps
     if a.encoder is not None:
         hp["encoder"] = a.encoder
+    if a.resume and not a.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir (the directory the interrupted run checkpointed to).")
+    if Path(a.out).exists() and any(Path(a.out).iterdir()) and not a.overwrite:
+        # fail before hours of training, not after
+        raise FileExistsError(f"{a.out} already exists and is not empty; pass --overwrite to replace it.")
     m = CellSynth(
         a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, pretrained=a.pretrained,
-        clusters=a.clusters, seed=a.seed, device=a.device, **hp,
+        clusters=a.clusters, backed=a.backed, seed=a.seed, device=a.device, **hp,
     )
     log.info("%r", m)
-    m.fit(progress_bar=not a.quiet)
-    m.save(a.out, overwrite=a.overwrite)
-    print(f"trained {m!r} in {time.perf_counter() - t0:.0f} s; saved to {a.out}")
+    main_rank = m.dist.is_main
+    m.fit(progress_bar=not a.quiet and main_rank, checkpoint_dir=a.checkpoint_dir, resume=a.resume,
+          checkpoint_interval=a.checkpoint_interval, precision=a.precision)
+    if main_rank:
+        m.save(a.out, overwrite=a.overwrite)
+        ranks = f" on {m.dist.world} processes" if m.dist.enabled else ""
+        print(f"trained {m!r}{ranks} in {time.perf_counter() - t0:.0f} s; saved to {a.out}")
+    m.dist.barrier()
+    m.dist.close()
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
     from .model import CellSynth
+    from .precision import check as check_precision
 
     from .conditions import parse_condition_args
 
     conditions = parse_condition_args(a.condition)
     m = CellSynth.load(a.model, device=a.device)
+    m.precision = check_precision(a.precision, m.device, training=False)
     t0 = time.perf_counter()
+    if a.chunk_size is not None or (a.n_cells > STREAM_ABOVE and not a.filter):
+        if a.filter:
+            raise ValueError("--filter ranks cells across the whole request and cannot stream; drop --chunk-size or --filter.")
+        m.generate_to_file(
+            a.n_cells, a.out, chunk_size=a.chunk_size or DEFAULT_CHUNK, conditions=conditions, per_condition=a.per_condition,
+            guidance=a.guidance, scale=a.scale, sampler=a.sampler, steps=a.steps, seed=a.seed, progress_bar=not a.quiet,
+        )
+        dt = time.perf_counter() - t0
+        print(f"generated {a.n_cells} cells in {dt:.1f} s ({a.n_cells / dt:.0f} cells/s, {a.sampler}, streamed in chunks of "
+              f"{a.chunk_size or DEFAULT_CHUNK}); wrote {a.out}")
+        return
     out = m.generate(
         a.n_cells, conditions=conditions, per_condition=a.per_condition, guidance=a.guidance, scale=a.scale,
         filter=a.filter, keep_fraction=a.keep_fraction, sampler=a.sampler, steps=a.steps, seed=a.seed,
@@ -190,6 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--clusters", action=argparse.BooleanOptionalAction, default=False,
         help="also condition on Leiden clusters (obs column 'cluster'), to ask for more of one cluster; off by default (unconditional cells come out worse)",
     )
+    t.add_argument("--backed", action="store_true",
+                   help="read the cells from disk in shuffled blocks instead of loading the matrix (for atlases)")
+    t.add_argument("--checkpoint-dir", default=None, help="save the training state here (resume with --resume)")
+    t.add_argument("--checkpoint-interval", type=float, default=300.0, metavar="SECONDS",
+                   help="at most one checkpoint per this many seconds, plus one at the end of each stage (default 300)")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --checkpoint-dir")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="denoiser arithmetic (bf16 autocast; the encoder stays fp32)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     t.add_argument("--drop-empty-cells", action="store_true", help="drop cells with zero counts instead of refusing")
@@ -211,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--filter", choices=["discriminator", "classifier"], default=None, help="quality filter: keep the most real-looking cells, or those labelled as asked")
     g.add_argument("--keep-fraction", type=float, default=0.8, help="fraction kept by --filter discriminator (default 0.8, as SCLD)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--chunk-size", type=int, default=None,
+                   help=f"stream the output to disk this many cells at a time (automatic above {STREAM_ABOVE:,} cells); "
+                        "same seed, same cells whatever the chunk size")
     g.add_argument("--device", default=None)
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="denoiser arithmetic while sampling (fp16: CUDA only)")
     g.add_argument("--quiet", "-q", action="store_true")
     g.set_defaults(func=cmd_generate)
 

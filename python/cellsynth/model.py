@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, fields
 
 import anndata as ad
@@ -27,20 +28,31 @@ from . import __version__
 from .conditions import proportional_plan, resolve_conditions
 from .counts import sample_nb
 from .data.cluster import leiden_clusters
+from .data.backed import BackedData, prepare_backed
 from .data.intake import InputError, Prepared, normalise_log, prepare
+from .distributed import Dist, device_for, from_env
 from .diffusion import DDIMSampler, DDPMSampler, NoiseSchedule
 from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, cfg_combine, classifier_log_prob_grad
 from .interpolation import interpolate as _interpolate
 from .perturbation import latent_shift as _latent_shift
 from .perturbation import predict_perturbation as _predict_perturbation
 from .io.checkpoint import ModelFileError, load_model, save_model
+from .io.resume import Checkpoints, prefixed, rng_tensors, unprefixed
 from .nn import ENCODERS, EMA, Discriminator, LatentClassifier, SkipMLP
 from .pretrained import align_gene_parameters, read_pretrained_encoder
+from .precision import autocast
+from .precision import check as check_precision
 from .progress import progress
-from .train import History, train_classifier, train_denoiser, train_discriminator, train_encoder
+from .train import History, train_classifier, train_denoiser, train_discriminator, train_encoder, train_encoder_backed
 
 log = logging.getLogger("cellsynth")
 
+
+#: out-of-core training's default encoder budget: about this many cells seen in all
+ATLAS_CELL_PASSES = 5_000_000
+
+#: the discriminator is trained against at most this many sampled latents
+MAX_DISCRIMINATOR_FAKES = 20_000
 
 #: latent statistics saved with the weights
 STATS = ("latent_mean", "latent_std", "latent_min", "latent_max", "combination_means")
@@ -157,6 +169,7 @@ class CellSynth:
         drop_empty_cells: bool = False,
         pretrained: str | os.PathLike | None = None,
         clusters: bool = False,
+        backed: bool = False,
         seed: int = 0,
         device: str | None = None,
         **hyperparameters,
@@ -172,15 +185,26 @@ class CellSynth:
         self.hparams = Hyperparameters.from_dict(hyperparameters)
         self.hparams.check()
         self.seed = int(seed)
-        self.device = torch.device(device or default_device())
+        #: "fp32" (default) or "bf16" ("fp16" on CUDA, sampling only): the denoiser's
+        #: arithmetic in training and sampling (see :mod:`cellsynth.precision`)
+        self.precision = "fp32"
+        self.dist = from_env(device) if adata is not None else Dist()
+        self.device = torch.device(device_for(self.dist, device) or default_device())
         self.history: dict[str, History] = {}
         self.is_trained = False
-        self.data: Prepared | None = None
+        self.data: Prepared | BackedData | None = None
         if adata is None:  # used by load()
             return
         if isinstance(labels, str):
             labels = [labels]
-        self.data = prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
+        if backed:
+            if isinstance(adata, ad.AnnData):
+                raise InputError("backed=True reads cells from disk: pass the .h5ad path, not an in-memory AnnData.")
+            if clusters:
+                raise InputError("clusters=True needs the whole matrix in memory; cluster first (e.g. with scanpy on a subsample) and pass the column as a label.")
+            self.data = prepare_backed(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, progress_bar=self.dist.is_main)
+        else:
+            self.data = prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
         self.cluster_column = None
         if clusters:
             self._add_clusters()
@@ -258,34 +282,99 @@ class CellSynth:
         return g
 
     # ------------------------------------------------------------------ training
-    def fit(self, *, encoder_epochs: int | None = None, diffusion_steps: int | None = None, progress_bar: bool = True) -> "CellSynth":
+    def fit(
+        self,
+        *,
+        encoder_epochs: int | None = None,
+        diffusion_steps: int | None = None,
+        progress_bar: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        checkpoint_interval: float = 300.0,
+        precision: str = "fp32",
+    ) -> "CellSynth":
         """Train the encoder, then the latent denoiser. Returns ``self``.
+
+        With ``checkpoint_dir``, the training state (weights, optimisers, RNG states,
+        loop counters) is saved there at most every ``checkpoint_interval`` seconds
+        and at the end of each stage; ``resume=True`` continues from the newest
+        checkpoint, reproducing the uninterrupted run. ``precision="bf16"`` trains
+        the denoiser under bf16 autocast (the encoder stays fp32). Under ``torchrun`` the ranks
+        train one model together (see :mod:`cellsynth.distributed`).
 
         Examples
         --------
         >>> m.fit(diffusion_steps=2000)  # doctest: +SKIP
+        >>> m.fit(checkpoint_dir="run/ckpt", resume=True)  # doctest: +SKIP
         """
         if self.data is None:
             raise RuntimeError("This model was loaded without training data; it cannot be re-fitted.")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (where the interrupted run saved its checkpoints).")
         hp = self.hparams
+        check_precision(precision, self.device, training=True)
         g = self._generator(self.seed)
         torch.manual_seed(self.seed)
-        d = self.data
-        x = torch.as_tensor(d.x_log, device=self.device)
-        counts = torch.as_tensor(d.counts, device=self.device) if d.counts is not None else None
-        library = torch.as_tensor(d.library, device=self.device)
-        strata = d.labels[self.labels[0]] if self.labels else None
-        self.history["encoder"] = train_encoder(
-            self.encoder, x, counts, library,
-            max_epochs=encoder_epochs if encoder_epochs is not None else hp.encoder_epochs,
+        d, dist = self.data, self.dist
+        backed = isinstance(d, BackedData)
+        ck = Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+        state = self._resume_state(ck) if resume else None
+        stage = state[1]["stage"] if state else None
+        last_save = [time.monotonic()]
+
+        def saver(stage_name: str):
+            def save(loop: dict) -> None:
+                if ck is None or not dist.is_main:
+                    return
+                if not loop["meta"].get("last") and time.monotonic() - last_save[0] < checkpoint_interval:
+                    return
+                tensors = prefixed("encoder", self.encoder.state_dict())
+                if stage_name == "diffusion":
+                    tensors |= prefixed("denoiser", self.denoiser.state_dict()) | prefixed("ema", self.ema.state_dict())
+                tensors |= prefixed("loop", loop["tensors"] | rng_tensors(g))
+                meta = {"stage": stage_name, "loop": loop["meta"], "seed": self.seed, "hyperparameters": asdict(hp)}
+                if stage_name == "diffusion":
+                    meta["encoder_history"] = asdict(self.history["encoder"])
+                ck.save(tensors, meta, self.genes)
+                last_save[0] = time.monotonic()
+            return save
+
+        def loop_state(name: str) -> dict | None:
+            if stage != name:
+                return None
+            return {"tensors": unprefixed("loop", state[0]), "meta": state[1]["loop"]}
+
+        max_epochs = encoder_epochs if encoder_epochs is not None else hp.encoder_epochs
+        patience, kl_warmup = hp.encoder_patience, 50
+        if backed and encoder_epochs is None and hp.encoder_epochs == Hyperparameters.encoder_epochs:
+            # atlases: the default epoch budget is in cell passes, not epochs
+            max_epochs = min(max_epochs, max(20, math.ceil(ATLAS_CELL_PASSES / d.n_cells)))
+            patience, kl_warmup = min(patience, max(5, max_epochs // 4)), min(kl_warmup, max(1, max_epochs // 4))
+            log.info("out-of-core training: at most %d encoder epochs (KL warm-up %d, patience %d); set --epochs to change",
+                     max_epochs, kl_warmup, patience)
+        enc_kw = dict(
+            max_epochs=max_epochs, kl_warmup=kl_warmup,
             batch_size=hp.batch_size, lr=hp.encoder_lr, weight_decay=hp.encoder_weight_decay,
-            val_fraction=hp.val_fraction, patience=hp.encoder_patience, strata=strata, kl_weight=hp.kl_weight,
-            generator=g, show_progress=progress_bar,
+            val_fraction=hp.val_fraction, patience=patience, kl_weight=hp.kl_weight,
+            generator=g, show_progress=progress_bar, dist=dist, resume=loop_state("encoder"), checkpoint=saver("encoder"),
         )
-        z = self._raw_latent(x, library)
+        if not backed:
+            x = torch.as_tensor(d.x_log, device=self.device)
+            counts = torch.as_tensor(d.counts, device=self.device) if d.counts is not None else None
+            library = torch.as_tensor(d.library, device=self.device)
+        if stage == "diffusion":
+            self.history["encoder"] = History(**state[1]["encoder_history"])
+            log.info("resuming from a checkpoint in the diffusion stage (encoder already trained)")
+        elif backed:
+            self.history["encoder"] = train_encoder_backed(self.encoder, d, seed=self.seed, **enc_kw)
+        else:
+            strata = d.labels[self.labels[0]] if self.labels else None
+            self.history["encoder"] = train_encoder(self.encoder, x, counts, library, strata=strata, **enc_kw)
+        z = self._backed_latent(d, progress_bar) if backed else self._raw_latent(x, library)
         self.latent_mean = z.mean(0)
         self.latent_std = z.std(0).clamp(min=1e-6)
         zs = (z - self.latent_mean) / self.latent_std
+        del z
         self.latent_min, self.latent_max = zs.min(0).values, zs.max(0).values
         cond = None
         if self.labels:
@@ -300,6 +389,7 @@ class CellSynth:
             steps=diffusion_steps if diffusion_steps is not None else hp.diffusion_steps,
             batch_size=hp.diffusion_batch_size, lr=hp.diffusion_lr, prediction=hp.prediction,
             cond_dropout=hp.cond_dropout, generator=g, show_progress=progress_bar,
+            dist=dist, resume=loop_state("diffusion"), checkpoint=saver("diffusion"), precision=precision,
         )
         self.history["classifiers"] = []
         for j, col in enumerate(self.labels):
@@ -307,17 +397,53 @@ class CellSynth:
                 self.history["classifiers"].append(train_classifier(
                     self.classifiers[j], self.schedule, zs, torch.as_tensor(d.labels[col], device=self.device),
                     steps=hp.classifier_steps, batch_size=hp.diffusion_batch_size, generator=g,
-                    show_progress=progress_bar, desc=f"classifier {col}",
+                    show_progress=progress_bar and dist.is_main, desc=f"classifier {col}",
                 ))
         self.is_trained = True
         if hp.discriminator_steps > 0:
-            # SCLD post-guidance: score generated latents against real ones
-            fake = self._sample(max(zs.shape[0], 512), None, "cfg", 1.0, "ddim", 50, 0.5, 0.0, g, progress_bar=False)
+            # SCLD post-guidance: score generated latents against real ones (at most
+            # MAX_DISCRIMINATOR_FAKES sampled, so atlases don't pay a full sampling pass)
+            n_fake = min(max(zs.shape[0], 512), MAX_DISCRIMINATOR_FAKES)
+            fake = self._sample(n_fake, None, "cfg", 1.0, "ddim", 50, 0.5, 0.0, g, progress_bar=False)
             self.history["discriminator"] = train_discriminator(
-                self.discriminator, zs, fake, steps=hp.discriminator_steps, generator=g, show_progress=progress_bar,
+                self.discriminator, zs, fake, steps=hp.discriminator_steps, generator=g,
+                show_progress=progress_bar and dist.is_main,
             )
             self.has_discriminator = True
         return self
+
+    def _resume_state(self, ck: "Checkpoints") -> tuple[dict, dict] | None:
+        """Load the newest checkpoint's weights into the networks; returns (tensors, meta)."""
+        found = ck.latest()
+        if found is None:
+            log.warning("no checkpoint in %s; training from the start", ck.dir)
+            return None
+        tensors, meta, genes = found
+        if genes != self.genes or meta.get("hyperparameters") != asdict(self.hparams) or meta.get("seed") != self.seed:
+            raise InputError(
+                f"The checkpoint in {ck.dir} was written by a different run (genes, hyper-parameters or seed differ); "
+                "resume with the same data and options, or use another --checkpoint-dir."
+            )
+        self.encoder.load_state_dict(unprefixed("encoder", tensors))
+        if meta["stage"] == "diffusion":
+            self.denoiser.load_state_dict(unprefixed("denoiser", tensors))
+            self.ema.load_state_dict(unprefixed("ema", tensors))
+        log.info("resuming from %s (stage %s)", ck.dir, meta["stage"])
+        return tensors, meta
+
+    @torch.no_grad()
+    def _backed_latent(self, d: BackedData, progress_bar: bool) -> torch.Tensor:
+        """Encoder pre-pass over the file, block by block, into one (cells, dims) array."""
+        self.encoder.eval()
+        out = torch.empty((d.n_cells, self.diff_dim), device=self.device)
+        at = 0
+        with d.reader() as r:
+            for s in progress(d.blocks(), desc="encoding", disable=not progress_bar or not self.dist.is_main):
+                x, _, lib, _ = d.read(r, s, min(s + d.block, d.n_rows))
+                z = self._raw_latent(torch.as_tensor(x, device=self.device), torch.as_tensor(lib, device=self.device))
+                out[at : at + len(z)] = z
+                at += len(z)
+        return out
 
     @torch.no_grad()
     def _raw_latent(self, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
@@ -367,7 +493,8 @@ class CellSynth:
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}.")
 
     def _eps(self, net, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        out = net(z, t, cond)
+        with autocast(self.precision, self.device):
+            out = net(z, t, cond).float()
         if self.hparams.prediction == "v":
             return self.schedule.eps_from_v(z, out, t)
         return out
@@ -660,7 +787,18 @@ class CellSynth:
         out = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=pd.DataFrame(index=self.genes))
         if c is not None:
             out.layers["counts"] = sp.csr_matrix(c)
-        out.uns["cellsynth"] = {
+        out.uns["cellsynth"] = self._provenance(
+            sampler=sampler, steps=steps, seed=seed, variance_weight=variance_weight, eta=eta, conditions=conditions,
+            per_condition=per_condition, guidance=guidance if asked else "none", scale=scale,
+            filter={"method": filter or "none", "keep_fraction": float(keep_fraction), "drawn": int(drawn), "kept": int(n_cells)},
+        )
+        if filter:
+            log.info("%s filter: drew %d cells to keep %d", filter, drawn, n_cells)
+        return out
+
+    def _provenance(self, *, sampler, steps, seed, variance_weight, eta, conditions, per_condition, guidance, scale, filter) -> dict:
+        """``uns['cellsynth']`` of generated cells."""
+        return {
             "version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "sampler": sampler,
@@ -673,14 +811,18 @@ class CellSynth:
             "input_kind": self.input_kind,
             "conditions": json.dumps(dict(conditions or {}), sort_keys=True),
             "per_condition": bool(per_condition),
-            "guidance": guidance if asked else "none",
+            "guidance": guidance,
             "scale": json.dumps(scale),
-            "filter": {"method": filter or "none", "keep_fraction": float(keep_fraction), "drawn": int(drawn), "kept": int(n_cells)},
+            "filter": filter,
             "hyperparameters": json.dumps(asdict(self.hparams), sort_keys=True),
         }
-        if filter:
-            log.info("%s filter: drew %d cells to keep %d", filter, drawn, n_cells)
-        return out
+
+    def generate_to_file(self, n_cells: int, path: str | os.PathLike, **kwargs):
+        """Stream ``n_cells`` generated cells to an ``.h5ad`` in chunks (see
+        :func:`cellsynth.stream.generate_to_file`)."""
+        from .stream import generate_to_file
+
+        return generate_to_file(self, n_cells, path, **kwargs)
 
     # ------------------------------------------------------------------ paths
     # m.interpolate(start, end, method=..., n_steps=K, n_cells=N, ...): see cellsynth.interpolation

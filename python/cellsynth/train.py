@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import copy
 import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from .data.backed import BackedData
 from .diffusion.schedule import NoiseSchedule
+from .distributed import Dist, LossModule
+from .io.resume import flatten_optimizer, prefixed, restore_rng, unflatten_optimizer, unprefixed
 from .nn.ema import EMA
+from .precision import autocast
 from .progress import progress
 
 
@@ -25,6 +31,8 @@ class History:
     validation: list[float] = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_cells: int = 0  # cells per epoch (out-of-core training)
 
 
 def split_indices(n: int, val_fraction: float, generator: torch.Generator, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -60,41 +68,169 @@ def train_encoder(
     strata: np.ndarray | None = None,
     generator: torch.Generator,
     show_progress: bool = True,
+    dist: Dist | None = None,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
 ) -> History:
-    """Fit the encoder with early stopping on a held-out split; keeps the best weights.
+    """Fit the encoder on in-memory cells with early stopping on a held-out split;
+    keeps the best weights.
 
     The reference scDiffusion autoencoder trains until it memorises small data sets;
-    early stopping on held-out loss is what keeps ours general.
+    early stopping on held-out loss is what keeps ours general. Under ``dist`` every
+    rank draws the same global batch and trains on its slice of it.
     """
+    dist = dist or Dist()
     tr, va = split_indices(x.shape[0], val_fraction, generator, strata)
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    hist = History()
-    best, best_state, bad = math.inf, None, 0
-    bar = progress(range(max_epochs), desc="encoder", disable=not show_progress)
 
     def batch(ix):
         return x[ix], (counts[ix] if counts is not None else None), library[ix]
 
+    def epoch_batches(epoch: int):
+        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=generator)]
+        for i in range(0, len(perm), batch_size):
+            ix = perm[i : i + batch_size]
+            if len(ix) < 2 * dist.world:
+                continue
+            yield batch(dist.shard(ix))
+
+    def validation_loss(kl_w: float) -> float:
+        with torch.no_grad():
+            return float(module.loss(*batch(torch.as_tensor(va)), kl_weight=kl_w)[0])
+
+    return fit_encoder(
+        module, epoch_batches, validation_loss if len(va) else None,
+        max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, patience=patience, kl_warmup=kl_warmup,
+        kl_weight=kl_weight, show_progress=show_progress, dist=dist, generator=generator, resume=resume, checkpoint=checkpoint,
+    )
+
+
+def train_encoder_backed(
+    module: nn.Module,
+    data: BackedData,
+    *,
+    max_epochs: int = 400,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.1,
+    patience: int = 30,
+    kl_warmup: int = 50,
+    kl_weight: float = 1.0,
+    seed: int = 0,
+    generator: torch.Generator,
+    show_progress: bool = True,
+    dist: Dist | None = None,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+) -> History:
+    """Fit the encoder on cells read from disk in shuffled blocks (see
+    :class:`~cellsynth.data.backed.BackedData`); held-out *blocks* drive early stopping.
+
+    Each rank reads its own share of the blocks; batch order depends on ``(seed,
+    epoch, rank)`` only, so a resumed run reads what an uninterrupted one would.
+    """
+    dist = dist or Dist()
+    device = next(module.parameters()).device
+    tr, va = data.split_blocks(val_fraction, generator)
+    n_batches = max(1, data.n_cells_in(tr) // batch_size)
+    local_batch = max(2, batch_size // dist.world)
+    reader = data.reader()
+
+    def tensors(b):
+        xb, cb, lb = b
+        return (torch.as_tensor(xb, device=device), torch.as_tensor(cb, device=device) if cb is not None else None,
+                torch.as_tensor(lb, device=device))
+
+    def epoch_batches(epoch: int):
+        g = torch.Generator().manual_seed(_mix(seed, epoch, dist.rank))
+        order = torch.Generator().manual_seed(_mix(seed, epoch, -1))
+        for b in data.batches(reader, tr, local_batch, n_batches, g, order_generator=order, rank=dist.rank, world=dist.world):
+            yield tensors(b)
+
+    def validation_loss(kl_w: float) -> float:
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for s in va[dist.rank :: dist.world]:
+                xb, cb, lb, _ = data.read(reader, s, min(s + data.block, data.n_rows))
+                if len(xb):
+                    total += float(module.loss(*tensors((xb, cb, lb)), kl_weight=kl_w)[0]) * len(xb)
+                    n += len(xb)
+        total, n = dist.sum([total, n])
+        return total / max(n, 1)
+
+    try:
+        return fit_encoder(
+            module, epoch_batches, validation_loss if len(va) else None,
+            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, patience=patience, kl_warmup=kl_warmup,
+            kl_weight=kl_weight, show_progress=show_progress, dist=dist, generator=generator, resume=resume, checkpoint=checkpoint,
+            cells_per_epoch=n_batches * batch_size,
+        )
+    finally:
+        reader.close()
+
+
+def _mix(*keys: int) -> int:
+    """A 63-bit seed from several integers (stable across processes and runs)."""
+    return int(np.random.SeedSequence([k % (1 << 32) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def fit_encoder(
+    module: nn.Module,
+    epoch_batches: Callable[[int], Iterable],
+    validation_loss: Callable[[float], float] | None,
+    *,
+    max_epochs: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    kl_warmup: int,
+    kl_weight: float,
+    show_progress: bool,
+    dist: Dist,
+    generator: torch.Generator,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    cells_per_epoch: int | None = None,
+) -> History:
+    """The encoder's epoch loop: KL warm-up, early stopping, best weights, checkpoints.
+
+    ``resume`` is a state written through ``checkpoint`` (called at every epoch's
+    end with ``{"tensors": ..., "meta": ...}``); the module's own weights are restored
+    by the caller.
+    """
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    net = dist.wrap(LossModule(module))
+    hist = History(epoch_cells=cells_per_epoch or 0)
+    best, best_state, bad, first = math.inf, None, 0, 0
+    if resume is not None:
+        meta, ts = resume["meta"], resume["tensors"]
+        restore_rng(generator, ts)
+        opt.load_state_dict(unflatten_optimizer("opt", ts, meta["opt"]))
+        best = meta["best"] if meta["best"] is not None else math.inf
+        bad, first = meta["bad"], meta["epoch"] + 1
+        hist = History(meta["train"], meta["validation"], meta["best_epoch"], meta["stopped_early"], meta["epoch_seconds"], hist.epoch_cells)
+        kept = unprefixed("best", ts)
+        best_state = kept or None
+        if hist.stopped_early:
+            first = max_epochs
+    bar = progress(range(first, max_epochs), desc="encoder", disable=not show_progress or not dist.is_main)
     for epoch in bar:
         module.train()
         kl_w = kl_weight * min(1.0, (epoch + 1) / max(kl_warmup, 1))
-        perm = torch.as_tensor(tr)[torch.randperm(len(tr), generator=generator)]
+        t0 = time.perf_counter()
         losses = []
-        for i in range(0, len(perm), batch_size):
-            ix = perm[i : i + batch_size]
-            if len(ix) < 2:
-                continue
-            loss, _ = module.loss(*batch(ix), kl_weight=kl_w)
+        for b in epoch_batches(epoch):
+            loss, _ = net(*b, kl_weight=kl_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(module.parameters(), 10.0)
             opt.step()
             losses.append(loss.item())
+        hist.epoch_seconds.append(time.perf_counter() - t0)
         hist.train.append(float(np.mean(losses)) if losses else float("nan"))
-        if len(va):
+        if validation_loss is not None:
             module.eval()
-            with torch.no_grad():
-                vl = float(module.loss(*batch(torch.as_tensor(va)), kl_weight=kl_weight)[0])
+            vl = validation_loss(kl_weight)
             hist.validation.append(vl)
             # only judge after the KL weight has reached 1, so losses are comparable
             if epoch + 1 >= kl_warmup:
@@ -104,8 +240,21 @@ def train_encoder(
                     bad += 1
                     if bad >= patience:
                         hist.stopped_early = True
-                        break
-            bar.set_postfix(train=f"{hist.train[-1]:.1f}", val=f"{vl:.1f}", refresh=False)
+            post = dict(train=f"{hist.train[-1]:.1f}", val=f"{vl:.1f}")
+            if cells_per_epoch:
+                post["cells/s"] = f"{cells_per_epoch / hist.epoch_seconds[-1]:.0f}"
+            bar.set_postfix(**post, refresh=False)
+        if checkpoint is not None:
+            ts, opt_meta = flatten_optimizer("opt", opt.state_dict())
+            if best_state is not None:
+                ts.update(prefixed("best", best_state))
+            checkpoint({"tensors": ts, "meta": {
+                "epoch": epoch, "best": best if math.isfinite(best) else None, "bad": bad, "opt": opt_meta,
+                "train": hist.train, "validation": hist.validation, "best_epoch": hist.best_epoch,
+                "stopped_early": hist.stopped_early, "epoch_seconds": hist.epoch_seconds, "last": hist.stopped_early or epoch + 1 == max_epochs,
+            }})
+        if hist.stopped_early:
+            break
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
@@ -127,37 +276,57 @@ def train_denoiser(
     cond_dropout: float = 0.1,
     generator: torch.Generator,
     show_progress: bool = True,
+    dist: Dist | None = None,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 1000,
+    precision: str = "fp32",
 ) -> History:
     """Fit ``denoiser`` to predict the noise (or ``v``) added to ``z`` (L_simple).
 
     ``cond`` holds integer labels per condition column; each is replaced by its null
     token with probability ``cond_dropout`` so the same network learns the
     unconditional model too (classifier-free guidance). EMA is updated every step.
+    Under ``dist`` all ranks draw the same global batch and each trains on its slice.
+    ``checkpoint`` is called every ``checkpoint_every`` steps (and at the end) with
+    the loop state; ``resume`` continues from such a state (the caller restores the
+    networks' weights).
     """
     if prediction not in ("eps", "v"):
         raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}.")
+    dist = dist or Dist()
     n = z.shape[0]
     device = z.device
     opt = torch.optim.AdamW(denoiser.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
+    net = dist.wrap(denoiser)
     null = denoiser.null_condition(1, device) if cond is not None else None
     hist = History()
-    bar = progress(range(steps), desc="diffusion", disable=not show_progress)
-    running = None
+    running, first = None, 0
+    if resume is not None:
+        meta = resume["meta"]
+        restore_rng(generator, resume["tensors"])
+        opt.load_state_dict(unflatten_optimizer("opt", resume["tensors"], meta["opt"]))
+        sched.load_state_dict(meta["sched"])
+        first, running, hist.train = meta["step"] + 1, meta["running"], meta["train"]
+    bar = progress(range(first, steps), desc="diffusion", disable=not show_progress or not dist.is_main)
     denoiser.train()
     for step in bar:
         ix = torch.randint(0, n, (batch_size,), generator=generator).to(device)
-        z0 = z[ix]
-        t = torch.randint(0, schedule.n_steps, (z0.shape[0],), generator=generator).to(device)
-        noise = torch.randn(z0.shape, generator=generator).to(device)
-        zt = schedule.add_noise(z0, noise, t)
+        t = torch.randint(0, schedule.n_steps, (batch_size,), generator=generator).to(device)
+        noise = torch.randn((batch_size, z.shape[1]), generator=generator).to(device)
         c = None
         if cond is not None:
             c = cond[ix].clone()
             drop = torch.rand(c.shape, generator=generator).to(device) < cond_dropout
-            c = torch.where(drop, null.expand_as(c), c)
+            c = dist.shard(torch.where(drop, null.expand_as(c), c))
+        ix, t, noise = dist.shard(ix), dist.shard(t), dist.shard(noise)
+        z0 = z[ix]
+        zt = schedule.add_noise(z0, noise, t)
         target = noise if prediction == "eps" else schedule.v_target(z0, noise, t)
-        loss = ((denoiser(zt, t, c) - target) ** 2).mean()
+        with autocast(precision, device):
+            pred = net(zt, t, c)
+        loss = ((pred.float() - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
@@ -169,6 +338,10 @@ def train_denoiser(
         if step % 100 == 0:
             hist.train.append(running)
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            ts, opt_meta = flatten_optimizer("opt", opt.state_dict())
+            checkpoint({"tensors": ts, "meta": {"step": step, "running": running, "train": hist.train, "opt": opt_meta, "sched": sched.state_dict(),
+                                        "last": step + 1 == steps}})
     denoiser.eval()
     return hist
 

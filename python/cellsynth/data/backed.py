@@ -1,0 +1,212 @@
+"""Training data read from an ``.h5ad`` on disk, in shuffled blocks of cells.
+
+:func:`prepare_backed` checks a file chunk by chunk (the same refusals as
+:func:`~cellsynth.data.intake.prepare`: NaN/inf, negative values, empty matrix,
+cells with zero counts, unknown label columns) and keeps only per-cell scalars in
+memory (library size, label codes). :meth:`BackedData.batches` then reads contiguous
+blocks of rows in random order, pools a few blocks (kept sparse), shuffles the pooled
+cells and cuts them into minibatches; only a minibatch is ever dense. Blocks are dealt out across
+distributed ranks, so each process reads its own shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..progress import progress
+from ..io.h5ad_stream import RowReader
+from .intake import TARGET_SUM, InputError, detect_kind, encode_labels, normalise_log, validate_matrix
+
+log = logging.getLogger("cellsynth")
+
+#: cells per contiguous read
+BLOCK = 1024
+#: blocks pooled and shuffled together
+POOL_BLOCKS = 16
+#: at most this many cells are held out for validation
+MAX_VALIDATION_CELLS = 20_000
+
+
+@dataclass
+class BackedData:
+    """A checked ``.h5ad`` on disk plus the per-cell scalars training needs."""
+
+    path: str
+    layer: str | None
+    genes: list[str]
+    input_kind: str
+    library: np.ndarray  # per file row (0 for dropped rows)
+    keep: np.ndarray  # per file row: usable
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # column -> codes of kept rows
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    obs_names: list[str] = field(default_factory=list)
+    block: int = BLOCK
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.keep.shape[0])
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.keep.sum())
+
+    def reader(self) -> RowReader:
+        return RowReader(self.path, self.layer)
+
+    def blocks(self) -> np.ndarray:
+        """Start rows of the contiguous blocks."""
+        return np.arange(0, self.n_rows, self.block)
+
+    def split_blocks(self, val_fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Random train/validation split of the blocks (validation capped at
+        :data:`MAX_VALIDATION_CELLS` cells)."""
+        starts = self.blocks()
+        if val_fraction <= 0 or len(starts) < 4:
+            return starts, starts[:0]
+        n_val = max(1, min(int(round(len(starts) * val_fraction)), math.ceil(MAX_VALIDATION_CELLS / self.block)))
+        perm = torch.randperm(len(starts), generator=generator).numpy()
+        return np.sort(starts[perm[n_val:]]), np.sort(starts[perm[:n_val]])
+
+    def read(self, reader: RowReader, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+        """(log-normalised x, counts or None, library, kept row indices) of file rows ``[start, stop)``."""
+        rows = np.arange(start, stop)[self.keep[start:stop]]
+        m = reader.rows(start, stop)[self.keep[start:stop]]
+        if self.input_kind == "counts":
+            return normalise_log(m).astype(np.float32), m, self.library[rows], rows
+        return m, None, self.library[rows], rows
+
+    def batches(
+        self,
+        reader: RowReader,
+        starts: np.ndarray,
+        batch_size: int,
+        n_batches: int,
+        generator: torch.Generator,
+        *,
+        order_generator: torch.Generator | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        """``n_batches`` shuffled minibatches ``(x, counts, library)`` from this rank's share
+        of the blocks ``starts`` (re-shuffled and re-dealt when a share runs out).
+
+        ``order_generator`` deals the blocks and must be seeded alike on every rank;
+        ``generator`` shuffles cells within a pool (default: one generator for both)."""
+        order_generator = generator if order_generator is None else order_generator
+        made = 0
+        while made < n_batches:
+            order = starts[torch.randperm(len(starts), generator=order_generator).numpy()][rank::world]
+            if len(order) == 0:
+                raise InputError(f"Too few blocks of cells ({len(starts)}) for {world} processes; use fewer processes.")
+            for i in range(0, len(order), POOL_BLOCKS):
+                # the pool stays sparse; only a minibatch is ever dense
+                parts = [self.read_sparse(reader, s, min(s + self.block, self.n_rows)) for s in order[i : i + POOL_BLOCKS]]
+                pool = sp.vstack([p[0] for p in parts], format="csr")
+                lib = np.concatenate([p[1] for p in parts])
+                perm = torch.randperm(pool.shape[0], generator=generator).numpy()
+                for j in range(0, len(perm) - 1, batch_size):
+                    ix = perm[j : j + batch_size]
+                    if len(ix) < 2:
+                        continue
+                    m = pool[ix].toarray()
+                    if self.input_kind == "counts":
+                        yield normalise_log(m).astype(np.float32, copy=False), m, lib[ix]
+                    else:
+                        yield m, None, lib[ix]
+                    made += 1
+                    if made >= n_batches:
+                        return
+
+    def read_sparse(self, reader: RowReader, start: int, stop: int) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(CSR float32 values, library) of the kept rows among file rows ``[start, stop)``."""
+        keep = self.keep[start:stop]
+        block = sp.csr_matrix(reader.block(start, stop), dtype=np.float32)
+        return block[keep] if not keep.all() else block, self.library[start:stop][keep]
+
+    def n_cells_in(self, starts: np.ndarray) -> int:
+        return int(sum(self.keep[s : s + self.block].sum() for s in starts))
+
+
+def prepare_backed(
+    path: str | os.PathLike,
+    *,
+    labels: list[str] | None = None,
+    layer: str | None = None,
+    drop_empty_cells: bool = False,
+    chunk_size: int = 10_000,
+    progress_bar: bool = True,
+) -> BackedData:
+    """Check an ``.h5ad`` chunk by chunk and keep what training needs, never the matrix.
+
+    Examples
+    --------
+    >>> d = prepare_backed("atlas.h5ad", labels=["cell_type"])  # doctest: +SKIP
+    >>> d.n_cells, d.input_kind  # doctest: +SKIP
+    (1000000, 'counts')
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"No such file: {path!r}. Pass the path of an existing .h5ad file.")
+    if not path.endswith(".h5ad"):
+        raise InputError(f"{path!r} is not an .h5ad file; out-of-core training reads .h5ad (CSR or dense X).")
+    with RowReader(path) as probe:
+        has_counts = "layers" in probe.file and "counts" in probe.file["layers"]
+    if layer is None and has_counts:
+        layer = "counts"
+    labels = list(labels or [])
+    with RowReader(path, layer) as r:
+        n, g = r.shape
+        if n == 0 or g == 0:
+            raise InputError(f"{r.where} is empty ({n} cells x {g} genes); cellsynth needs at least one cell and one gene.")
+        var, obs = r.read_var(), r.read_obs()
+        if var.index.has_duplicates:
+            dup = var.index[var.index.duplicated()][:5].tolist()
+            raise InputError(f"Gene names are not unique (e.g. {dup}); run adata.var_names_make_unique() first.")
+        missing = [c for c in labels if c not in obs.columns]
+        if missing:
+            encode_labels(obs, missing)  # raises the intake's message
+        kind, totals = "counts", np.empty(n, np.float64)
+        for start in progress(range(0, n, chunk_size), desc="checking", disable=not progress_bar):
+            block = r.matrix[start : start + chunk_size]
+            validate_matrix(block, f"{r.where} (cells {start}-{start + block.shape[0] - 1})")
+            if kind == "counts" and detect_kind(block) != "counts":
+                kind = "lognorm"
+            totals[start : start + block.shape[0]] = np.asarray(block.sum(1)).ravel()
+        where = r.where
+    keep = totals > 0
+    if not keep.all():
+        if not drop_empty_cells:
+            raise InputError(
+                f"{int((~keep).sum())} cell(s) have zero total expression. Filter them "
+                "(sc.pp.filter_cells(adata, min_counts=1)) or pass drop_empty_cells=True "
+                "(--drop-empty-cells) to drop them with a warning."
+            )
+        log.warning("dropping %d cell(s) with zero counts", int((~keep).sum()))
+    if keep.sum() < 2:
+        raise InputError(f"Only {int(keep.sum())} usable cell(s); cellsynth needs at least 2 cells to train.")
+    codes, cats = encode_labels(obs.loc[keep], labels)
+    if kind == "counts":
+        library = np.where(keep, totals, 0).astype(np.float32)
+        log.info("%s holds raw counts (%d cells x %d genes, read from disk in blocks)", where, n, g)
+    else:
+        library = np.where(keep, TARGET_SUM, 0).astype(np.float32)
+        log.info("%s holds non-integer values: treating them as log-normalised; no counts layer in generated cells", where)
+    return BackedData(
+        path=path,
+        layer=layer,
+        genes=[str(x) for x in var.index],
+        input_kind=kind,
+        library=library,
+        keep=keep,
+        labels=codes,
+        categories=cats,
+        obs_names=[str(o) for o in obs.index[keep]],
+        block=max(16, min(BLOCK, math.ceil(n / 20))),
+    )
