@@ -108,26 +108,19 @@ def train_encoder_backed(
     module: nn.Module,
     data: BackedData,
     *,
-    max_epochs: int = 400,
     batch_size: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
     val_fraction: float = 0.1,
-    patience: int = 30,
-    kl_warmup: int = 50,
-    kl_weight: float = 1.0,
     seed: int = 0,
     generator: torch.Generator,
-    show_progress: bool = True,
     dist: Dist | None = None,
-    resume: dict | None = None,
-    checkpoint: Callable[[dict], None] | None = None,
+    **loop,
 ) -> History:
     """Fit the encoder on cells read from disk in shuffled blocks (see
     :class:`~cellsynth.data.backed.BackedData`); held-out *blocks* drive early stopping.
 
     Each rank reads its own share of the blocks; batch order depends on ``(seed,
     epoch, rank)`` only, so a resumed run reads what an uninterrupted one would.
+    ``loop`` holds :func:`fit_encoder`'s options (``max_epochs``, ``lr``, ``patience``, ...).
     """
     dist = dist or Dist()
     device = next(module.parameters()).device
@@ -161,9 +154,7 @@ def train_encoder_backed(
     try:
         return fit_encoder(
             module, epoch_batches, validation_loss if len(va) else None,
-            max_epochs=max_epochs, lr=lr, weight_decay=weight_decay, patience=patience, kl_warmup=kl_warmup,
-            kl_weight=kl_weight, show_progress=show_progress, dist=dist, generator=generator, resume=resume, checkpoint=checkpoint,
-            cells_per_epoch=n_batches * batch_size,
+            dist=dist, generator=generator, cells_per_epoch=n_batches * batch_size, **loop,
         )
     finally:
         reader.close()
