@@ -72,7 +72,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         hp["encoder"] = a.encoder
     if a.resume and not a.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (the directory the interrupted run checkpointed to).")
-    if Path(a.out).exists() and any(Path(a.out).iterdir()) and not a.overwrite:
+    out = Path(a.out)
+    if out.exists() and not a.overwrite and (not out.is_dir() or any(out.iterdir())):
         # fail before hours of training, not after
         raise FileExistsError(f"{a.out} already exists and is not empty; pass --overwrite to replace it.")
     m = CellSynth(

@@ -290,3 +290,35 @@ def test_bf16_training_runs(small_h5ad):
     assert np.isfinite(m.history["diffusion"].train).all()
     with pytest.raises(ValueError, match="fp16"):
         m.fit(progress_bar=False, precision="fp16")
+
+
+def test_backed_reads_zarr_like_h5ad(tmp_path):
+    a = simulate(300, 40, 2, seed=0)
+    a.write_h5ad(tmp_path / "s.h5ad")
+    a.write_zarr(tmp_path / "s.zarr")
+    dh = prepare_backed(tmp_path / "s.h5ad", labels=["cell_type"], progress_bar=False)
+    dz = prepare_backed(tmp_path / "s.zarr", labels=["cell_type"], progress_bar=False)
+    assert np.array_equal(dh.library, dz.library) and np.array_equal(dh.labels["cell_type"], dz.labels["cell_type"])
+    with dh.reader() as rh, dz.reader() as rz:
+        assert np.array_equal(dh.read(rh, 0, 100)[0], dz.read(rz, 0, 100)[0])
+    (tmp_path / "s.csv").write_text("x")
+    with pytest.raises(InputError, match="neither"):
+        prepare_backed(tmp_path / "s.csv", progress_bar=False)
+
+
+def test_cli_train_refuses_an_existing_output_before_training(small_h5ad, tmp_path, capsys, monkeypatch):
+    from cellsynth.cli import main
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before checking the output path")
+
+    monkeypatch.setattr(CellSynth, "fit", no_training)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
+    for out in ("busy", "afile"):
+        assert main(["train", str(small_h5ad), "--out", str(tmp_path / out), "-q"]) == 2
+        assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine" and (tmp_path / "afile").read_text() == "mine"
+    assert main(["train", str(small_h5ad), "--out", str(tmp_path / "x"), "--resume", "-q"]) == 2
+    assert "--checkpoint-dir" in capsys.readouterr().err

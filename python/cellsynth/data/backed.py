@@ -154,8 +154,8 @@ def prepare_backed(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"No such file: {path!r}. Pass the path of an existing .h5ad file.")
-    if not path.endswith(".h5ad"):
-        raise InputError(f"{path!r} is not an .h5ad file; out-of-core training reads .h5ad (CSR or dense X).")
+    if not path.rstrip("/").endswith((".h5ad", ".zarr")):
+        raise InputError(f"{path!r} is neither .h5ad nor .zarr; out-of-core training reads those (CSR or dense X).")
     with RowReader(path) as probe:
         has_counts = "layers" in probe.file and "counts" in probe.file["layers"]
     if layer is None and has_counts:

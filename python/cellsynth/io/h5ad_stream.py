@@ -100,7 +100,8 @@ class H5adWriter:
 
 
 class RowReader:
-    """Dense float32 row blocks of ``X`` or ``layers[layer]`` of an ``.h5ad`` on disk.
+    """Dense float32 row blocks of ``X`` or ``layers[layer]`` of an ``.h5ad`` (or an
+    anndata ``.zarr`` store) on disk.
 
     CSR and dense matrices are read block by block; CSC is refused (reading rows of
     it reads the whole matrix) with the fix in the message.
@@ -108,27 +109,28 @@ class RowReader:
 
     def __init__(self, path: str | os.PathLike, layer: str | None = None):
         self.path = os.fspath(path)
-        self.file = h5py.File(self.path, "r")
+        if self.path.rstrip("/").endswith(".zarr"):
+            import zarr
+
+            self.file = zarr.open_group(self.path, mode="r")
+        else:
+            self.file = h5py.File(self.path, "r")
         key = "X" if layer is None else f"layers/{layer}"
         if key not in self.file:
             have = list(self.file["layers"]) if "layers" in self.file else []
-            self.file.close()
+            self.close()
             raise InputError(f"{self.path} has no {key!r} (layers: {have or 'none'}).")
         self.where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         node = self.file[key]
-        if isinstance(node, h5py.Group):
-            enc = node.attrs.get("encoding-type", "")
-            if enc == "csc_matrix":
-                self.file.close()
-                raise InputError(
-                    f"{self.where} in {self.path} is stored as CSC: reading cells from it would read the whole "
-                    "matrix. Rewrite it as CSR (adata.X = adata.X.tocsr(); adata.write_h5ad(...))."
-                )
-            self.matrix = ad.io.sparse_dataset(node)
-            self.sparse = True
-        else:
-            self.matrix = node
-            self.sparse = False
+        enc = node.attrs.get("encoding-type", "")
+        if enc == "csc_matrix":
+            self.close()
+            raise InputError(
+                f"{self.where} in {self.path} is stored as CSC: reading cells from it would read the whole "
+                "matrix. Rewrite it as CSR (adata.X = adata.X.tocsr(); adata.write_h5ad(...))."
+            )
+        self.sparse = enc == "csr_matrix"
+        self.matrix = ad.io.sparse_dataset(node) if self.sparse else node
         self.shape = tuple(self.matrix.shape)
 
     def block(self, start: int, stop: int):
@@ -153,7 +155,8 @@ class RowReader:
         return ad.io.read_elem(self.file["var"])
 
     def close(self) -> None:
-        self.file.close()
+        if hasattr(self.file, "close"):  # zarr groups hold no handle
+            self.file.close()
 
     def __enter__(self) -> "RowReader":
         return self
