@@ -439,7 +439,7 @@ class CellSynth:
         at = 0
         with d.reader() as r:
             for s in progress(d.blocks(), desc="encoding", disable=not progress_bar or not self.dist.is_main):
-                x, _, lib, _ = d.read(r, s, min(s + d.block, d.n_rows))
+                x, _, lib = d.read(r, s, min(s + d.block, d.n_rows))
                 z = self._raw_latent(torch.as_tensor(x, device=self.device), torch.as_tensor(lib, device=self.device))
                 out[at : at + len(z)] = z
                 at += len(z)

@@ -144,7 +144,7 @@ def train_encoder_backed(
         total, n = 0.0, 0
         with torch.no_grad():
             for s in va[dist.rank :: dist.world]:
-                xb, cb, lb, _ = data.read(reader, s, min(s + data.block, data.n_rows))
+                xb, cb, lb = data.read(reader, s, min(s + data.block, data.n_rows))
                 if len(xb):
                     total += float(module.loss(*tensors((xb, cb, lb)), kl_weight=kl_w)[0]) * len(xb)
                     n += len(xb)

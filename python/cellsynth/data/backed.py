@@ -46,7 +46,6 @@ class BackedData:
     keep: np.ndarray  # per file row: usable
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # column -> codes of kept rows
     categories: dict[str, list[str]] = field(default_factory=dict)
-    obs_names: list[str] = field(default_factory=list)
     block: int = BLOCK
 
     @property
@@ -74,13 +73,14 @@ class BackedData:
         perm = torch.randperm(len(starts), generator=generator).numpy()
         return np.sort(starts[perm[n_val:]]), np.sort(starts[perm[:n_val]])
 
-    def read(self, reader: RowReader, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-        """(log-normalised x, counts or None, library, kept row indices) of file rows ``[start, stop)``."""
-        rows = np.arange(start, stop)[self.keep[start:stop]]
-        m = reader.rows(start, stop)[self.keep[start:stop]]
+    def read(self, reader: RowReader, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """(log-normalised x, counts or None, library) of the kept rows among file rows ``[start, stop)``."""
+        keep = self.keep[start:stop]
+        m = reader.rows(start, stop)[keep]
+        lib = self.library[start:stop][keep]
         if self.input_kind == "counts":
-            return normalise_log(m).astype(np.float32), m, self.library[rows], rows
-        return m, None, self.library[rows], rows
+            return normalise_log(m).astype(np.float32), m, lib
+        return m, None, lib
 
     def batches(
         self,
@@ -207,6 +207,5 @@ def prepare_backed(
         keep=keep,
         labels=codes,
         categories=cats,
-        obs_names=[str(o) for o in obs.index[keep]],
         block=max(16, min(BLOCK, math.ceil(n / 20))),
     )
