@@ -322,3 +322,16 @@ def test_cli_train_refuses_an_existing_output_before_training(small_h5ad, tmp_pa
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine" and (tmp_path / "afile").read_text() == "mine"
     assert main(["train", str(small_h5ad), "--out", str(tmp_path / "x"), "--resume", "-q"]) == 2
     assert "--checkpoint-dir" in capsys.readouterr().err
+
+
+def test_cli_trains_backed(backed_model, tmp_path, capsys):
+    from cellsynth.cli import main
+
+    _, d = backed_model
+    args = ["train", str(d / "atlas.h5ad"), "--backed", "--out", str(tmp_path / "m"), "--label", "cell_type",
+            "--epochs", "2", "--diffusion-steps", "100", "--set", "classifier_steps=10", "--set", "discriminator_steps=10", "-q"]
+    assert main(args) == 0
+    m = CellSynth.load(tmp_path / "m")
+    assert m.labels == ["cell_type"] and m.input_kind == "counts" and len(m.genes) == 100
+    assert main(["train", str(d / "atlas.h5ad"), "--backed", "--clusters", "--out", str(tmp_path / "c"), "-q"]) == 2
+    assert "clusters=True" in capsys.readouterr().err
