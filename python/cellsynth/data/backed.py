@@ -22,7 +22,17 @@ import torch
 
 from ..progress import progress
 from ..io.h5ad_stream import RowReader
-from .intake import TARGET_SUM, InputError, detect_kind, encode_labels, normalise_log, validate_matrix
+from .intake import (
+    TARGET_SUM,
+    InputError,
+    check_not_empty,
+    check_unique_genes,
+    detect_kind,
+    encode_labels,
+    normalise_log,
+    usable_cells,
+    validate_matrix,
+)
 
 log = logging.getLogger("cellsynth")
 
@@ -163,12 +173,9 @@ def prepare_backed(
     labels = list(labels or [])
     with RowReader(path, layer) as r:
         n, g = r.shape
-        if n == 0 or g == 0:
-            raise InputError(f"{r.where} is empty ({n} cells x {g} genes); cellsynth needs at least one cell and one gene.")
+        check_not_empty(r.shape, r.where)
         var, obs = r.read_var(), r.read_obs()
-        if var.index.has_duplicates:
-            dup = var.index[var.index.duplicated()][:5].tolist()
-            raise InputError(f"Gene names are not unique (e.g. {dup}); run adata.var_names_make_unique() first.")
+        check_unique_genes(var.index)
         missing = [c for c in labels if c not in obs.columns]
         if missing:
             encode_labels(obs, missing)  # raises the intake's message
@@ -180,17 +187,7 @@ def prepare_backed(
                 kind = "lognorm"
             totals[start : start + block.shape[0]] = np.asarray(block.sum(1)).ravel()
         where = r.where
-    keep = totals > 0
-    if not keep.all():
-        if not drop_empty_cells:
-            raise InputError(
-                f"{int((~keep).sum())} cell(s) have zero total expression. Filter them "
-                "(sc.pp.filter_cells(adata, min_counts=1)) or pass drop_empty_cells=True "
-                "(--drop-empty-cells) to drop them with a warning."
-            )
-        log.warning("dropping %d cell(s) with zero counts", int((~keep).sum()))
-    if keep.sum() < 2:
-        raise InputError(f"Only {int(keep.sum())} usable cell(s); cellsynth needs at least 2 cells to train.")
+    keep = usable_cells(totals, drop_empty_cells)
     codes, cats = encode_labels(obs.loc[keep], labels)
     if kind == "counts":
         library = np.where(keep, totals, 0).astype(np.float32)

@@ -70,10 +70,39 @@ def detect_kind(m) -> str:
     return "counts" if np.all(np.equal(np.mod(v, 1), 0)) else "lognorm"
 
 
+def check_not_empty(shape: tuple[int, int], where: str) -> None:
+    """Refuse a matrix with no cells or no genes."""
+    if shape[0] == 0 or shape[1] == 0:
+        raise InputError(f"{where} is empty ({shape[0]} cells x {shape[1]} genes); cellsynth needs at least one cell and one gene.")
+
+
+def check_unique_genes(names: pd.Index) -> None:
+    """Refuse duplicated gene names."""
+    if names.has_duplicates:
+        dup = names[names.duplicated()][:5].tolist()
+        raise InputError(f"Gene names are not unique (e.g. {dup}); run adata.var_names_make_unique() first.")
+
+
+def usable_cells(totals: np.ndarray, drop_empty_cells: bool) -> np.ndarray:
+    """Mask of cells with expression: zero-total cells are refused, or dropped with a
+    warning when ``drop_empty_cells``; fewer than two usable cells are refused."""
+    keep = totals > 0
+    if not keep.all():
+        if not drop_empty_cells:
+            raise InputError(
+                f"{int((~keep).sum())} cell(s) have zero total expression. Filter them "
+                "(sc.pp.filter_cells(adata, min_counts=1)) or pass drop_empty_cells=True "
+                "(--drop-empty-cells) to drop them with a warning."
+            )
+        log.warning("dropping %d cell(s) with zero counts", int((~keep).sum()))
+    if keep.sum() < 2:
+        raise InputError(f"Only {int(keep.sum())} usable cell(s); cellsynth needs at least 2 cells to train.")
+    return keep
+
+
 def validate_matrix(m, where: str) -> None:
     """Refuse empty, non-finite or negative matrices."""
-    if m.shape[0] == 0 or m.shape[1] == 0:
-        raise InputError(f"{where} is empty ({m.shape[0]} cells x {m.shape[1]} genes); cellsynth needs at least one cell and one gene.")
+    check_not_empty(m.shape, where)
     v = _values(m)
     if not np.issubdtype(v.dtype, np.number):
         raise InputError(f"{where} holds {v.dtype} values; expected numbers (counts or log-normalised expression).")
@@ -154,26 +183,13 @@ def prepare(
     if m is None:
         raise InputError(f"{where} is missing; store the expression matrix there.")
     validate_matrix(m, where)
-    if adata.var_names.has_duplicates:
-        dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
-        raise InputError(f"Gene names are not unique (e.g. {dup}); run adata.var_names_make_unique() first.")
+    check_unique_genes(adata.var_names)
     kind = detect_kind(m)
     x = _dense(m)
     totals = x.sum(1)
-    empty = totals <= 0
-    keep = np.ones(x.shape[0], bool)
-    if empty.any():
-        if not drop_empty_cells:
-            raise InputError(
-                f"{int(empty.sum())} cell(s) have zero total expression. Filter them "
-                "(sc.pp.filter_cells(adata, min_counts=1)) or pass drop_empty_cells=True "
-                "(--drop-empty-cells) to drop them with a warning."
-            )
-        log.warning("dropping %d cell(s) with zero counts", int(empty.sum()))
-        keep = ~empty
+    keep = usable_cells(totals, drop_empty_cells)
+    if not keep.all():
         x, totals = x[keep], totals[keep]
-    if x.shape[0] < 2:
-        raise InputError(f"Only {x.shape[0]} usable cell(s); cellsynth needs at least 2 cells to train.")
     codes, cats = encode_labels(adata.obs.loc[keep], labels)
     if kind == "counts":
         log.info("%s holds raw counts (%d cells x %d genes); normalising to 1e4 per cell + log1p", where, *x.shape)
