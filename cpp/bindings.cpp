@@ -77,6 +77,11 @@ PYBIND11_MODULE(CELLSYNTH_MODULE_NAME, m) {
   m.def("device_name", &kern::device_name, "Name of CUDA device 0.");
 #else
   m.doc() = "cellsynth native metric kernels (exact kNN, fused multi-scale RBF MMD, LISI)";
+#ifdef CELLSYNTH_AVX512
+  m.attr("simd") = "avx512";
+#else
+  m.attr("simd") = "portable";
+#endif
 #endif
   m.def(
       "knn",

@@ -4,6 +4,10 @@
 // converts arrays; the NumPy/torch reference (cellsynth/metrics/_reference.py)
 // is what these are tested against.
 //
+// On an AVX-512 build, float32 kNN and MMD and LISI's exp go through
+// kernels_avx512.hpp (same algorithms, explicit vector code); these portable templates
+// serve everything else.
+//
 // Distances use a register-blocked tile: a block of QB query rows against a
 // packed, transposed tile of TB reference rows, so the inner
 // loop is a broadcast-FMA over contiguous memory. kNN keeps k + margin candidates
@@ -17,8 +21,10 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "kernels_avx512.hpp"
 #include "mmd_scales.hpp"
 
 #ifdef _OPENMP
@@ -103,6 +109,19 @@ inline void load_queries(const T* q, int64_t r0, int nr, int64_t d, T* qbuf, con
   }
 }
 
+// Re-rank query qi's candidates by exact double distance and write its k nearest.
+template <typename T>
+inline void rerank(const T* x, const T* q, int64_t d, int64_t qi, const std::vector<std::pair<T, int64_t>>& cand, int k, double* out_d, int64_t* out_i) {
+  std::vector<std::pair<double, int64_t>> exact;
+  exact.reserve(cand.size());
+  for (const auto& c : cand) exact.emplace_back(exact_sqdist(q + qi * d, x + c.second * d, d), c.second);
+  std::sort(exact.begin(), exact.end());
+  for (int j = 0; j < k; ++j) {
+    out_d[qi * k + j] = exact[j].first;
+    out_i[qi * k + j] = exact[j].second;
+  }
+}
+
 // Exact k nearest neighbours of each query row among the rows of x.
 // self_query: q == x and a point is not its own neighbour. Outputs are m x k,
 // squared Euclidean distances (double) and indices, nearest first.
@@ -110,6 +129,14 @@ template <typename T>
 void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool self_query, double* out_d, int64_t* out_i) {
   if (m == 0 || k == 0) return;
   const int keep = k + 8;  // candidates kept by tile distance before exact re-ranking
+#ifdef CELLSYNTH_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    avx512::knn_candidates(x, n, q, m, d, keep, self_query, [&](int64_t qi, const std::vector<std::pair<float, int64_t>>& cand) {
+      rerank(x, q, d, qi, cand, k, out_d, out_i);
+    });
+    return;
+  }
+#endif
   const std::vector<T> xn = row_sqnorms(x, n, d);
   const std::vector<T> qn = self_query ? xn : row_sqnorms(q, m, d);
   const int64_t ntiles = (n + TB - 1) / TB;
@@ -156,17 +183,7 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
           }
         }
       }
-      for (int r = 0; r < nr; ++r) {
-        const int64_t qi = r0 + r;
-        std::vector<std::pair<double, int64_t>> exact;
-        exact.reserve(cand[r].size());
-        for (const auto& c : cand[r]) exact.emplace_back(exact_sqdist(q + qi * d, x + c.second * d, d), c.second);
-        std::sort(exact.begin(), exact.end());
-        for (int j = 0; j < k; ++j) {
-          out_d[qi * k + j] = exact[j].first;
-          out_i[qi * k + j] = exact[j].second;
-        }
-      }
+      for (int r = 0; r < nr; ++r) rerank(x, q, d, r0 + r, cand[r], k, out_d, out_i);
     }
   }
 }
@@ -175,6 +192,9 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
 // same: A == B, and the diagonal is skipped unless include_diag.
 template <typename T>
 double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, const RbfScales& scales, bool same, bool include_diag) {
+#ifdef CELLSYNTH_AVX512
+  if constexpr (std::is_same_v<T, float>) return avx512::kernel_sum(a, na, b, nb, d, scales, same, include_diag);
+#endif
   const std::vector<T> an = row_sqnorms(a, na, d);
   const std::vector<T> bn = same ? an : row_sqnorms(b, nb, d);
   const int64_t ntiles = (nb + TB - 1) / TB;
@@ -250,12 +270,16 @@ inline void lisi(const double* dist, const int64_t* idx, int64_t n, int k, const
       const double* di = dist + i * k;
       double beta = 1.0, lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
       for (int it = 0; it < n_iter; ++it) {
+#ifdef CELLSYNTH_AVX512
+        const auto [sp, sdp] = avx512::exp_row(di, k, beta, p.data());
+#else
         double sp = 0.0, sdp = 0.0;
         for (int j = 0; j < k; ++j) {
           p[j] = std::exp(-di[j] * beta);
           sp += p[j];
           sdp += di[j] * p[j];
         }
+#endif
         double h;
         if (sp == 0.0) {
           h = 0.0;
