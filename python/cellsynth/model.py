@@ -26,6 +26,8 @@ import torch
 
 from . import __version__
 from .conditions import proportional_plan, resolve_conditions
+from .calibration import MAX_CELLS as CALIBRATION_CELLS
+from .calibration import CountCalibration, calibrate
 from .counts import sample_nb
 from .data.cluster import leiden_clusters
 from .data.backed import BackedData, prepare_backed
@@ -72,6 +74,7 @@ class Hyperparameters:
     encoder_dropout: float = 0.1
     kl_weight: float = 1.0
     dispersion: str = "gene"
+    count_calibration: bool = True
     encoder_epochs: int = 400
     encoder_patience: int = 30
     encoder_lr: float = 1e-3
@@ -275,6 +278,7 @@ class CellSynth:
         self.latent_min = torch.full((self.diff_dim,), -np.inf, device=self.device)
         self.latent_max = torch.full((self.diff_dim,), np.inf, device=self.device)
         self.combination_means = torch.zeros((len(self.combinations), self.diff_dim), device=self.device)
+        self.calibration: CountCalibration | None = None
 
     def _generator(self, seed: int) -> torch.Generator:
         g = torch.Generator(device="cpu")
@@ -371,6 +375,9 @@ class CellSynth:
             strata = d.labels[self.labels[0]] if self.labels else None
             self.history["encoder"] = train_encoder(self.encoder, x, counts, library, strata=strata, **enc_kw)
         z = self._backed_latent(d, progress_bar) if backed else self._raw_latent(x, library)
+        self.calibration = None
+        if self.count_level and hp.count_calibration and hp.dispersion == "gene":
+            self._fit_calibration(d, None if backed else z)
         self.latent_mean = z.mean(0)
         self.latent_std = z.std(0).clamp(min=1e-6)
         zs = (z - self.latent_mean) / self.latent_std
@@ -430,6 +437,41 @@ class CellSynth:
             self.ema.load_state_dict(unprefixed("ema", tensors))
         log.info("resuming from %s (stage %s)", ck.dir, meta["stage"])
         return tensors, meta
+
+    @torch.no_grad()
+    def _fit_calibration(self, d, z: torch.Tensor | None) -> None:
+        """Per-gene count calibration (``cellsynth.calibration``) from at most
+        ``CALIBRATION_CELLS`` training cells (fewer for many genes), drawn with the
+        model's seed; ``z``: the raw latents of all cells (in memory) or None (backed:
+        random blocks are read and encoded)."""
+        n_genes = len(self.genes)
+        budget = max(200, min(CALIBRATION_CELLS, 20_000_000 // max(n_genes, 1)))
+        rng = np.random.default_rng(self.seed)
+        if z is not None:
+            n = z.shape[0]
+            rows = np.arange(n) if n <= budget else np.sort(rng.choice(n, budget, replace=False))
+            zc, counts, lib = z[torch.as_tensor(rows, device=z.device)], d.counts[rows], d.library[rows]
+        else:
+            starts = np.asarray(d.blocks())
+            parts, at = [], 0
+            with d.reader() as r:
+                for i in rng.permutation(len(starts)):
+                    x, c, lb = d.read(r, int(starts[i]), min(int(starts[i]) + d.block, d.n_rows))
+                    parts.append((x, c.toarray() if hasattr(c, "toarray") else c, lb))
+                    at += len(x)
+                    if at >= budget:
+                        break
+            x, counts, lib = (np.concatenate(p) for p in zip(*parts))
+            zc = self._raw_latent(torch.as_tensor(x, device=self.device), torch.as_tensor(lib, device=self.device))
+        counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+        self.encoder.eval()
+        k = self.hparams.latent_dim
+        outs = [self.encoder.decode(zc[i : i + 4096, :k]) for i in range(0, zc.shape[0], 4096)]
+        rho = torch.cat([o.rho for o in outs])
+        self.calibration = calibrate(
+            rho.double().cpu(), torch.as_tensor(np.asarray(lib), dtype=torch.float64),
+            torch.as_tensor(counts, dtype=torch.float64), outs[0].theta.double().cpu(),
+        )
 
     @torch.no_grad()
     def _backed_latent(self, d: BackedData, progress_bar: bool) -> torch.Tensor:
@@ -682,8 +724,11 @@ class CellSynth:
             out = self.encoder.decode(zb[:, : hp.latent_dim])
             if self.count_level:
                 lib = torch.exp(zb[:, -1]).cpu().numpy().astype(np.float64)
-                mean = out.rho.cpu().numpy().astype(np.float64) * lib[:, None]
-                theta = out.theta.cpu().numpy()
+                rho, theta = out.rho, out.theta
+                if self.calibration is not None:
+                    rho, theta = self.calibration.apply(rho.double()), self.calibration.theta
+                mean = rho.cpu().numpy().astype(np.float64) * lib[:, None]
+                theta = theta.cpu().numpy()
                 c = sample_nb(mean, theta, rng)
                 empty = c.sum(1) == 0
                 while empty.any():  # vanishingly rare; redraw rather than emit an empty cell
@@ -845,6 +890,7 @@ class CellSynth:
             "combinations": self.combinations,
             "cluster_column": self.cluster_column,
             "has_discriminator": self.has_discriminator,
+            "count_calibration": self.calibration is not None,
             # class index -> label of each latent classifier (same order as categories)
             "classifier_classes": {c: {str(i): v for i, v in enumerate(self.categories[c])} for c in self.labels},
         }
@@ -860,6 +906,9 @@ class CellSynth:
             tensors |= {f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()}
         for name in STATS:
             tensors[f"stats.{name}"] = getattr(self, name)
+        if self.calibration is not None:
+            tensors["calibration.scale"] = self.calibration.scale.double()
+            tensors["calibration.theta"] = self.calibration.theta.double()
         save_model(directory, self._config(), tensors, self.genes, overwrite=overwrite)
 
     @classmethod
@@ -883,6 +932,7 @@ class CellSynth:
             m.combinations = [list(map(int, r)) for r in cfg["combinations"]]
             m.cluster_column = cfg["cluster_column"]
             has_disc = bool(cfg["has_discriminator"])
+            calibrated = bool(cfg.get("count_calibration", False))  # absent in models saved before it existed
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
         m._build()
@@ -897,6 +947,11 @@ class CellSynth:
                 setattr(m, name, tensors[f"stats.{name}"].to(m.device))
             if m.combination_means.shape != (len(m.combinations), m.diff_dim):
                 raise KeyError(f"stats.combination_means has shape {tuple(m.combination_means.shape)}")
+            if calibrated:
+                scale, theta = tensors["calibration.scale"], tensors["calibration.theta"]
+                if scale.shape != (len(genes),) or theta.shape != (len(genes),):
+                    raise KeyError(f"calibration tensors have shapes {tuple(scale.shape)}, {tuple(theta.shape)}")
+                m.calibration = CountCalibration(scale.to(m.device, torch.float64), theta.to(m.device, torch.float64))
         except (RuntimeError, KeyError) as e:
             raise ModelFileError(f"The weights in {directory} do not fit the configured model ({e}).") from e
         m.has_discriminator = has_disc
