@@ -17,7 +17,7 @@ Then the unseen combination: a simulated data set with two condition columns wit
 (one per column, trained on real simulated cells of every pair) label the generated
 cells of the withheld pair.
 
-    .venv/bin/python benchmarks/conditional.py              # 3 model seeds, ~8 min on 2 cores
+    .venv/bin/python benchmarks/conditional.py              # 3 model seeds, ~21 min on 2 cores
     .venv/bin/python benchmarks/conditional.py --seeds 0
 """
 
@@ -49,7 +49,7 @@ from cellsynth.metrics.classifier import knn_auc  # noqa: E402
 from cellsynth.metrics.fidelity import _lognorm, _pcs  # noqa: E402
 
 COL = "bulk_labels"
-METHODS = [("cfg", 1.0), ("cfg", 2.0), ("classifier", 2.0), ("classifier", 10.0)]
+METHODS = [("cfg", 1.0), ("cfg", 2.0), ("classifier", 2.0), ("classifier", 10.0), ("classifier", 40.0)]
 FILTERS = [None, "discriminator", "classifier"]
 RARE = "CD34+"
 
