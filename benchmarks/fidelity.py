@@ -69,8 +69,7 @@ def time_samplers(m: CellSynth, n_cells: int, seed: int, repeats: int = 5) -> di
     """Seconds per call, median of ``repeats``, for DDIM-50 and DDPM-1000: whole
     ``generate`` (latents + decoding + NB counts + AnnData) and ``sample_latent`` alone.
     The calls alternate DDIM, DDPM, DDIM, ... so that a busy spell of the machine hits
-    both samplers alike; run after all grading, so no thread pool of the grader is
-    still spinning."""
+    both samplers alike; run after all grading, so that no grading overlaps them."""
     m.generate(n_cells, sampler="ddim", steps=50, seed=seed, progress_bar=False)  # warm-up
     calls = {
         "ddim_seconds": lambda: m.generate(n_cells, sampler="ddim", steps=50, seed=seed, progress_bar=False),
