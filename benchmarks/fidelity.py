@@ -48,10 +48,9 @@ KEYS = ["rf_auc", "knn_auc", "ilisi", "spearman_gene_means", "mmd"]
 TARGET = {"rf_auc": "<= 0.70", "knn_auc": "<= 0.70", "ilisi": ">= 0.70", "spearman_gene_means": ">= 0.97", "mmd_ratio": "<= 3", "memorisation": ">= 0.8"}
 
 
-def run(seed: int, split: int, workdir: Path) -> tuple[dict, CellSynth]:
-    train, test = pbmc_halves(split)
-    data = workdir / f"train{split}.h5ad"
-    train.write_h5ad(data)
+def run(seed: int, split: int, train, test, data: Path, workdir: Path) -> tuple[dict, CellSynth]:
+    """Train with ``cellsynth train`` defaults on ``data`` (the ``train`` half written to
+    disk), then grade DDIM-50 and DDPM-1000 cells against ``test``."""
     model_dir = workdir / f"model{seed}"
     t0 = time.perf_counter()
     rc = cli(["train", str(data), "--out", str(model_dir), "--seed", str(seed), "--overwrite", "-q"])
@@ -140,7 +139,10 @@ def main() -> None:
     a = p.parse_args()
     train, test = pbmc_halves(a.split)
     with tempfile.TemporaryDirectory() as d:
-        runs, models = zip(*[run(s, a.split, Path(d)) for s in a.seeds])
+        data = Path(d) / f"train{a.split}.h5ad"
+        train.write_h5ad(data)
+        pairs = [run(s, a.split, train, test, data, Path(d)) for s in a.seeds]
+    runs, models = [r for r, _ in pairs], [m for _, m in pairs]
     for r, m in zip(runs, models):
         r |= time_samplers(m, test.n_obs, r["seed"] + 100)
     context = fidelity(test.X, permuted_within_clusters(train), train.X, seed=0)
