@@ -48,15 +48,20 @@ KEYS = ["rf_auc", "knn_auc", "ilisi", "spearman_gene_means", "mmd"]
 TARGET = {"rf_auc": "<= 0.70", "knn_auc": "<= 0.70", "ilisi": ">= 0.70", "spearman_gene_means": ">= 0.97", "mmd_ratio": "<= 3", "memorisation": ">= 0.8"}
 
 
-def run(seed: int, split: int, train, test, data: Path, workdir: Path) -> tuple[dict, CellSynth]:
-    """Train with ``cellsynth train`` defaults on ``data`` (the ``train`` half written to
-    disk), then grade DDIM-50 and DDPM-1000 cells against ``test``."""
-    model_dir = workdir / f"model{seed}"
+def train_default(data: Path, model_dir: Path, seed: int) -> tuple[CellSynth, float]:
+    """``cellsynth train`` with default settings on the ``.h5ad`` at ``data``; the loaded
+    model and the command's wall-clock seconds."""
     t0 = time.perf_counter()
     rc = cli(["train", str(data), "--out", str(model_dir), "--seed", str(seed), "--overwrite", "-q"])
     t_train = time.perf_counter() - t0
     assert rc == 0
-    m = CellSynth.load(model_dir)
+    return CellSynth.load(model_dir), t_train
+
+
+def run(seed: int, split: int, train, test, data: Path, workdir: Path) -> tuple[dict, CellSynth]:
+    """Train with ``cellsynth train`` defaults on ``data`` (the ``train`` half written to
+    disk), then grade DDIM-50 and DDPM-1000 cells against ``test``."""
+    m, t_train = train_default(data, workdir / f"model{seed}", seed)
     res = {"seed": seed, "split": split, "train_seconds": t_train, "n_generated": test.n_obs}
     for sampler, steps in (("ddim", 50), ("ddpm", None)):
         g = m.generate(test.n_obs, sampler=sampler, steps=steps, seed=seed + 100, progress_bar=False)

@@ -33,9 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
 from _split import pbmc_halves  # noqa: E402
+from fidelity import train_default  # noqa: E402
 
-from cellsynth import CellSynth  # noqa: E402
-from cellsynth.cli import main as cli  # noqa: E402
 from cellsynth.metrics.fidelity import fidelity  # noqa: E402
 
 KEYS = ("rf_auc", "knn_auc")
@@ -70,9 +69,7 @@ def main(argv=None) -> int:
         data = Path(d) / "train0.h5ad"
         train.write_h5ad(data)
         for s in a.seeds:
-            rc = cli(["train", str(data), "--out", str(Path(d) / f"m{s}"), "--seed", str(s), "--overwrite", "-q"])
-            assert rc == 0
-            m = CellSynth.load(Path(d) / f"m{s}")
+            m, _ = train_default(data, Path(d) / f"m{s}", s)
             rows = []
             for j in range(a.draws):
                 g = m.generate(test.n_obs, seed=s + 100 + j, progress_bar=False)
