@@ -5,7 +5,11 @@
 #' `group.by` (e.g. cell types) that have cells of both levels and balanced across
 #' them (scGen's arithmetic), is added to the latents of `cells`, and the shifted
 #' cells are refined by the diffusion model from a shallow noising depth. The model
-#' is conditioned on `group.by` and the condition's column.
+#' is conditioned on `group.by` and the condition's column. For perturbation
+#' prediction train with `hyperparameters = list(decoder = "linear")`: a linear gene
+#' decoder turns the shift into the same log-fold change for every cell, where the
+#' default MLP decoder damped the response of a type never seen treated (see the
+#' README's perturbation figures).
 #'
 #' @inheritParams GenerateCells
 #' @param condition Named list of one `meta.data` column and its target level, e.g.

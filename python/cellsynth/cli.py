@@ -70,6 +70,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         hp["diffusion_steps"] = a.diffusion_steps
     if a.encoder is not None:
         hp["encoder"] = a.encoder
+    if a.decoder is not None:
+        hp["decoder"] = a.decoder
     if a.resume and not a.checkpoint_dir:
         raise ValueError("--resume needs --checkpoint-dir (the directory the interrupted run checkpointed to).")
     out = Path(a.out)
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label", action="append", default=[], help="obs column to condition on (repeatable)")
     t.add_argument("--layer", default=None, help="expression layer (default: layers['counts'] if present, else X)")
     t.add_argument("--encoder", choices=["vae", "ae"], default=None, help="gene-space encoder (default vae)")
+    t.add_argument("--decoder", choices=["mlp", "linear"], default=None,
+                   help="gene decoder (default mlp; linear extrapolates latent shifts additively: use it for perturbation prediction)")
     t.add_argument("--pretrained", default=None, metavar="MODEL_DIR", help="start the encoder from a saved model, aligned to these genes by name")
     t.add_argument("--epochs", type=int, default=None, help="maximum encoder epochs (early stopping on held-out cells)")
     t.add_argument("--diffusion-steps", type=int, default=None, help="denoiser optimisation steps")

@@ -40,7 +40,7 @@ from .perturbation import latent_shift as _latent_shift
 from .perturbation import predict_perturbation as _predict_perturbation
 from .io.checkpoint import ModelFileError, load_model, save_model
 from .io.resume import Checkpoints, prefixed, rng_tensors, unprefixed
-from .nn import ENCODERS, EMA, Discriminator, LatentClassifier, SkipMLP
+from .nn import DECODERS, ENCODERS, EMA, Discriminator, LatentClassifier, SkipMLP
 from .pretrained import align_gene_parameters, read_pretrained_encoder
 from .precision import autocast
 from .precision import check as check_precision
@@ -72,6 +72,7 @@ class Hyperparameters:
     latent_dim: int = 64
     encoder_hidden: list[int] = field(default_factory=lambda: [256, 128])
     encoder_dropout: float = 0.1
+    decoder: str = "mlp"
     kl_weight: float = 1.0
     dispersion: str = "gene"
     count_calibration: bool = True
@@ -108,6 +109,8 @@ class Hyperparameters:
     def check(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {sorted(ENCODERS)}, got {self.encoder!r}.")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}.")
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}.")
         if self.latent_dim < 1:
@@ -151,7 +154,7 @@ class CellSynth:
     device
         ``"cpu"``, ``"cuda"``, ... Default: CUDA when available.
     **hyperparameters
-        See :class:`Hyperparameters` (``encoder="ae"|"vae"``, ``schedule=...``,
+        See :class:`Hyperparameters` (``encoder="ae"|"vae"``, ``decoder="mlp"|"linear"``, ``schedule=...``,
         ``diffusion_steps=...``, ...).
 
     Examples
@@ -258,6 +261,7 @@ class CellSynth:
             likelihood="nb" if self.count_level else "mse",
             dropout=hp.encoder_dropout,
             dispersion=hp.dispersion,
+            decoder=hp.decoder,
         ).to(self.device)
         self.diff_dim = hp.latent_dim + (1 if self.count_level else 0)
         self.denoiser = SkipMLP(

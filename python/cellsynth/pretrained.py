@@ -19,7 +19,7 @@ from .io.checkpoint import load_model
 
 log = logging.getLogger("cellsynth")
 
-ARCH_KEYS = ("encoder", "latent_dim", "encoder_hidden", "dispersion")
+ARCH_KEYS = ("encoder", "latent_dim", "encoder_hidden", "dispersion", "decoder")
 
 
 def read_pretrained_encoder(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], list[str]]:

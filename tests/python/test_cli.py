@@ -18,6 +18,11 @@ def test_train_generate_evaluate(tmp_path, capsys):
     assert g.n_obs == 40 and g.obs["synthetic"].all() and "counts" in g.layers
     assert main(["evaluate", str(tmp_path / "held.h5ad"), str(tmp_path / "g.h5ad"), "--out", str(tmp_path / "ev"), "--train", str(tmp_path / "d.h5ad")]) == 0
     assert (tmp_path / "ev" / "metrics.json").exists()
+    # --decoder reaches the saved configuration
+    assert main(["train", str(tmp_path / "d.h5ad"), "--out", str(tmp_path / "lin"), "--decoder", "linear", "--epochs", "3", "--diffusion-steps", "10", "-q", *fast]) == 0
+    import json
+
+    assert json.loads((tmp_path / "lin" / "config.json").read_text())["hyperparameters"]["decoder"] == "linear"
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -46,6 +46,24 @@ def test_encoders_share_interface(cls):
     assert torch.isfinite(loss) and "reconstruction" in parts
 
 
+@pytest.mark.parametrize("cls", [AutoEncoder, VAE])
+def test_linear_decoder_moves_log_proportions_by_the_same_amount_everywhere(cls):
+    torch.manual_seed(0)
+    z1, z2, d = torch.randn(1, 5), torch.randn(1, 5), torch.randn(1, 5)
+
+    def change(m, z):  # log-proportion change of a latent shift d, up to the softmax's per-cell constant
+        c = m.decode(z + d).rho.log() - m.decode(z).rho.log()
+        return c - c.mean(-1, keepdim=True)
+
+    lin = cls(n_genes=30, latent_dim=5, hidden=[16], decoder="linear").eval()
+    assert len(lin.decoder.body) == 0
+    torch.testing.assert_close(change(lin, z1), change(lin, z2), rtol=1e-4, atol=1e-5)
+    mlp = cls(n_genes=30, latent_dim=5, hidden=[16]).eval()  # the default is not additive
+    assert not torch.allclose(change(mlp, z1), change(mlp, z2), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        cls(n_genes=30, latent_dim=5, hidden=[16], decoder="conv")
+
+
 def test_eval_mode_is_deterministic():
     m = AutoEncoder(n_genes=20, latent_dim=4, hidden=[8]).eval()
     x = torch.rand(3, 20)

@@ -142,3 +142,22 @@ def test_shift_survives_save_load_and_cli(pert, tmp_path):
     bad = tmp_path / "bad.h5ad"
     assert main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=nope", "--out", str(bad)]) == 2
     assert not bad.exists()
+
+
+def test_linear_decoder_model_predicts_and_round_trips(pert, tmp_path):
+    data, train, _ = pert
+    hp = {**FAST, "latent_dim": 12, "encoder_hidden": [64], "denoiser_hidden": [64, 64], "diffusion_steps": 300, "classifier_steps": 0, "discriminator_steps": 0}
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        cellsynth.CellSynth(train, labels=["cell_type", "condition"], decoder="ldvae", **hp)
+    m = cellsynth.CellSynth(train, labels=["cell_type", "condition"], seed=0, decoder="linear", **hp).fit(progress_bar=False)
+    ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
+    pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=1)
+    resp = data.varm["true_response"]["type0"].to_numpy()
+    big = np.abs(resp) > 1.5
+    change = pred.X.toarray().mean(0) - normalise_log(ctrl.X.toarray()).mean(0)
+    assert np.mean(np.sign(change[big]) == np.sign(resp[big])) > 0.7
+    m.save(tmp_path / "lin")
+    back = cellsynth.CellSynth.load(tmp_path / "lin")
+    assert back.hparams.decoder == "linear" and len(back.encoder.decoder.body) == 0
+    again = back.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=1)
+    np.testing.assert_allclose(again.X.toarray(), pred.X.toarray(), rtol=1e-5, atol=1e-6)

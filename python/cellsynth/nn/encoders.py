@@ -8,6 +8,12 @@ Both take log-normalised expression in and give one interface:
   on log-normalised input only, ``logexpr`` (a log-normalised prediction),
 * ``loss(x, counts, library) -> (loss, parts)``.
 
+The decoder is an MLP (default) or, with ``decoder="linear"``, a single linear map
+from the latent to the gene logits (scVI's LDVAE, ``scvi.model.LinearSCVI``): less
+flexible, but a latent shift then moves every gene's log-proportion by a fixed amount
+wherever it is applied, which is what latent arithmetic for perturbation prediction
+assumes (see :mod:`cellsynth.perturbation`).
+
 The count-level likelihood is a negative binomial with mean ``library * rho`` (as in
 scVI), so sampling counts from the decoder reproduces per-gene dispersion and the
 zeros real UMI data have. The reference scDiffusion autoencoder reconstructs
@@ -56,18 +62,30 @@ def nb_log_likelihood(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, ep
     return ll.sum(-1)
 
 
-class GeneDecoder(nn.Module):
-    """Latent -> gene proportions (and per-gene dispersion for counts)."""
+DECODERS = ("mlp", "linear")
 
-    def __init__(self, n_genes: int, latent_dim: int, hidden: list[int], likelihood: str = "nb", dropout: float = 0.0, dispersion: str = "gene"):
+
+class GeneDecoder(nn.Module):
+    """Latent -> gene proportions (and per-gene dispersion for counts).
+
+    ``kind="mlp"`` runs the latent through the hidden layers (mirrored encoder);
+    ``kind="linear"`` maps it straight to the gene logits (LDVAE), so the decoded
+    log-proportions are linear in the latent up to the softmax's normalisation (count
+    models; a log-level model's prediction goes through a softplus after it).
+    """
+
+    def __init__(self, n_genes: int, latent_dim: int, hidden: list[int], likelihood: str = "nb", dropout: float = 0.0, dispersion: str = "gene", kind: str = "mlp"):
         super().__init__()
         if likelihood not in ("nb", "mse"):
             raise ValueError(f"likelihood must be 'nb' or 'mse', got {likelihood!r}.")
         if dispersion not in ("gene", "gene-cell"):
             raise ValueError(f"dispersion must be 'gene' or 'gene-cell', got {dispersion!r}.")
+        if kind not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}.")
         self.likelihood = likelihood
         self.dispersion = dispersion
-        dims = [latent_dim, *hidden[::-1]]
+        self.kind = kind
+        dims = [latent_dim, *hidden[::-1]] if kind == "mlp" else [latent_dim]
         self.body = mlp(dims, dropout)
         self.out = nn.Linear(dims[-1], n_genes)
         # log inverse-dispersion per gene (NB only; kept for a fixed state-dict layout)
@@ -113,13 +131,13 @@ class AutoEncoder(nn.Module):
 
     variational = False
 
-    def __init__(self, n_genes: int, latent_dim: int = 128, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.2, dispersion: str = "gene"):
+    def __init__(self, n_genes: int, latent_dim: int = 128, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.2, dispersion: str = "gene", decoder: str = "mlp"):
         super().__init__()
         hidden = list(hidden or [512, 256])
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = mlp([n_genes, *hidden], dropout)
         self.to_latent = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion)
+        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion, decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x))
@@ -148,14 +166,14 @@ class VAE(nn.Module):
 
     variational = True
 
-    def __init__(self, n_genes: int, latent_dim: int = 32, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.0, dispersion: str = "gene"):
+    def __init__(self, n_genes: int, latent_dim: int = 32, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.0, dispersion: str = "gene", decoder: str = "mlp"):
         super().__init__()
         hidden = list(hidden or [512, 256])
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = mlp([n_genes, *hidden], dropout)
         self.to_mean = nn.Linear(hidden[-1], latent_dim)
         self.to_logvar = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion)
+        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion, decoder)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
