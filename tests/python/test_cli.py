@@ -1,5 +1,7 @@
 """The command line: train, generate, evaluate; errors are one clear line, outputs atomic."""
 
+import json
+
 import anndata as ad
 import numpy as np
 
@@ -20,8 +22,6 @@ def test_train_generate_evaluate(tmp_path, capsys):
     assert (tmp_path / "ev" / "metrics.json").exists()
     # --decoder reaches the saved configuration
     assert main(["train", str(tmp_path / "d.h5ad"), "--out", str(tmp_path / "lin"), "--decoder", "linear", "--epochs", "3", "--diffusion-steps", "10", "-q", *fast]) == 0
-    import json
-
     assert json.loads((tmp_path / "lin" / "config.json").read_text())["hyperparameters"]["decoder"] == "linear"
 
 
