@@ -19,7 +19,7 @@ cells of the withheld pair.
 
     .venv/bin/python benchmarks/conditional.py              # 3 model seeds, ~21 min on 2 cores
     .venv/bin/python benchmarks/conditional.py --seeds 0
-    .venv/bin/python benchmarks/conditional.py --pooled --seeds 3 4 5 --draws 4   # ~14 min
+    .venv/bin/python benchmarks/conditional.py --pooled --seeds 3 4 5 --draws 4   # ~6 min
 
 ``--pooled`` re-measures the per-type 5-NN AUC without the main table's selection (its
 best row is the best of 15 single draws per seed): CFG at s = 1 with and without the
