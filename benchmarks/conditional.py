@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -65,6 +66,27 @@ def label_classifier(x_log: np.ndarray, y: np.ndarray):
     return make_pipeline(PCA(min(50, x_log.shape[1] - 1), random_state=0), StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_log, y)
 
 
+class Split(NamedTuple):
+    """The acceptance split as graded: both halves log-normalised with their labels, the
+    types graded (>= 25 training cells) and the independent judge."""
+
+    train: object
+    train_log: np.ndarray
+    train_labels: np.ndarray
+    test_log: np.ndarray
+    test_labels: np.ndarray
+    types: list[str]
+    judge: object
+
+
+def graded_split() -> Split:
+    train, test = pbmc_halves(0)
+    ntr = train.obs[COL].value_counts()
+    tr_log, ytr = _lognorm(train.X), train.obs[COL].astype(str).to_numpy()
+    return Split(train, tr_log, ytr, _lognorm(test.X), test.obs[COL].astype(str).to_numpy(),
+                 [t for t in ntr.index if ntr[t] >= 25], label_classifier(tr_log, ytr))
+
+
 def train_labelled(train, seed: int, workdir: Path) -> tuple[CellSynth, float]:
     """``cellsynth train --label bulk_labels`` defaults on ``train``; the loaded model and seconds."""
     data = workdir / "train.h5ad"
@@ -85,13 +107,9 @@ def grade_type(m: CellSynth, t: str, real_t: np.ndarray, judge, grader_seed: int
 
 
 def pbmc(seed: int, workdir: Path) -> dict:
-    train, test = pbmc_halves(0)
-    m, t_train = train_labelled(train, seed, workdir)
-    ntr = train.obs[COL].value_counts()
-    types = [t for t in ntr.index if ntr[t] >= 25]
-    judge = label_classifier(_lognorm(train.X), train.obs[COL].astype(str).to_numpy())
-    real_log = _lognorm(test.X)
-    yt = test.obs[COL].astype(str).to_numpy()
+    sp = graded_split()
+    m, t_train = train_labelled(sp.train, seed, workdir)
+    types, judge, real_log, yt = sp.types, sp.judge, sp.test_log, sp.test_labels
     sel = np.isin(yt, types)
     res = {"seed": seed, "train_seconds": t_train, "types": types, "real_accuracy": float(np.mean(judge.predict(real_log[sel]) == yt[sel])), "runs": []}
     for guidance, scale in METHODS:
@@ -102,7 +120,7 @@ def pbmc(seed: int, workdir: Path) -> dict:
                 n = int((yt == t).sum())
                 g, pred, auc = grade_type(m, t, real_log[yt == t], judge, seed, guidance=guidance, scale=scale, filter=filt, seed=1000 * seed + i)
                 if t == RARE:
-                    rare = {"n": n, "training_cells": int(ntr.get(RARE, 0)), "accuracy": float(np.mean(pred == t)), "knn_auc": auc}
+                    rare = {"n": n, "training_cells": int((sp.train_labels == RARE).sum()), "accuracy": float(np.mean(pred == t)), "knn_auc": auc}
                     continue
                 acc_k += int(np.sum(pred == t))
                 acc_n += n
@@ -125,12 +143,8 @@ def pooled(seeds: list[int], draws: int, workdir: Path) -> dict:
     discriminator filter, ``draws`` independent ``generate`` draws on each model (model
     seeds not used by the main table), pooled; and the same grader on real cells (the
     training half's cells of each type against the held-out ones), several grader seeds."""
-    train, test = pbmc_halves(0)
-    ntr = train.obs[COL].value_counts()
-    types = [t for t in ntr.index if ntr[t] >= 25]
-    judge = label_classifier(_lognorm(train.X), train.obs[COL].astype(str).to_numpy())
-    real_log, yt = _lognorm(test.X), test.obs[COL].astype(str).to_numpy()
-    tr_log, ytr = _lognorm(train.X), train.obs[COL].astype(str).to_numpy()
+    sp = graded_split()
+    types, judge, real_log, yt, tr_log, ytr = sp.types, sp.judge, sp.test_log, sp.test_labels, sp.train_log, sp.train_labels
     out: dict = {"types": types, "real_vs_real": [], "models": {}}
     for gs in range(draws):
         aucs = []
@@ -140,7 +154,7 @@ def pooled(seeds: list[int], draws: int, workdir: Path) -> dict:
         out["real_vs_real"].append(float(np.mean(aucs)))
     n_real = int(np.isin(yt, types).sum())
     for s in seeds:
-        m, _ = train_labelled(train, s, workdir)
+        m, _ = train_labelled(sp.train, s, workdir)
         rows = out["models"][s] = {name: [] for name, _ in POOLED}
         for d in range(draws):
             for name, kw in POOLED:
