@@ -53,7 +53,7 @@ from cellsynth import CellSynth  # noqa: E402
 from cellsynth.cli import main as cli  # noqa: E402
 from cellsynth.data.simulate import simulate  # noqa: E402
 from cellsynth.metrics.classifier import knn_auc  # noqa: E402
-from cellsynth.metrics.fidelity import _lognorm, _pcs  # noqa: E402
+from cellsynth.metrics.fidelity import joint_pcs, lognorm_counts  # noqa: E402
 
 COL = "bulk_labels"
 METHODS = [("cfg", 1.0), ("cfg", 2.0), ("classifier", 2.0), ("classifier", 10.0), ("classifier", 40.0)]
@@ -82,8 +82,8 @@ class Split(NamedTuple):
 def graded_split() -> Split:
     train, test = pbmc_halves(0)
     ntr = train.obs[COL].value_counts()
-    tr_log, ytr = _lognorm(train.X), train.obs[COL].astype(str).to_numpy()
-    return Split(train, tr_log, ytr, _lognorm(test.X), test.obs[COL].astype(str).to_numpy(),
+    tr_log, ytr = lognorm_counts(train.X), train.obs[COL].astype(str).to_numpy()
+    return Split(train, tr_log, ytr, lognorm_counts(test.X), test.obs[COL].astype(str).to_numpy(),
                  [t for t in ntr.index if ntr[t] >= 25], label_classifier(tr_log, ytr))
 
 
@@ -101,8 +101,8 @@ def grade_type(m: CellSynth, t: str, real_t: np.ndarray, judge, grader_seed: int
     """Generate as many cells of type ``t`` as ``real_t`` (held-out, log-normalised) has;
     (the cells, the judge's labels, 5-NN AUC against ``real_t``)."""
     g = m.generate(real_t.shape[0], conditions={COL: t}, progress_bar=False, **generate)
-    gl = _lognorm(g.layers["counts"])
-    pr, pg = _pcs(real_t, gl, 50, grader_seed)
+    gl = lognorm_counts(g.layers["counts"])
+    pr, pg = joint_pcs(real_t, gl, 50, grader_seed)
     return g, judge.predict(gl), knn_auc(pr, pg, k=5, seed=grader_seed)
 
 
@@ -149,7 +149,7 @@ def pooled(seeds: list[int], draws: int, workdir: Path) -> dict:
     for gs in range(draws):
         aucs = []
         for t in types:
-            pr, pg = _pcs(real_log[yt == t], tr_log[ytr == t], 50, gs)
+            pr, pg = joint_pcs(real_log[yt == t], tr_log[ytr == t], 50, gs)
             aucs.append(knn_auc(pr, pg, k=5, seed=gs))
         out["real_vs_real"].append(float(np.mean(aucs)))
     n_real = int(np.isin(yt, types).sum())
@@ -186,15 +186,15 @@ def unseen_combination(seed: int) -> dict:
     held = (full.obs["cell_type"] == "type2") & (full.obs["tissue"] == "tissue1")
     train = full[~held.to_numpy()].copy()
     judge_data = simulate(n_cells=3000, n_genes=300, n_types=4, conditions={"tissue": 3}, seed=seed, cells_seed=seed + 1)
-    x = _lognorm(judge_data.X)
+    x = lognorm_counts(judge_data.X)
     judges = {c: label_classifier(x, judge_data.obs[c].astype(str).to_numpy()) for c in ("cell_type", "tissue")}
     m = CellSynth(train, labels=["cell_type", "tissue"], seed=seed).fit(progress_bar=False)
     out = {"withheld": "cell_type=type2 x tissue=tissue1", "training_cells": int(train.n_obs)}
-    real_x = _lognorm(judge_data.X[((judge_data.obs["cell_type"] == "type2") & (judge_data.obs["tissue"] == "tissue1")).to_numpy()])
+    real_x = lognorm_counts(judge_data.X[((judge_data.obs["cell_type"] == "type2") & (judge_data.obs["tissue"] == "tissue1")).to_numpy()])
     out["judge_on_real_pair"] = float(np.mean((judges["cell_type"].predict(real_x) == "type2") & (judges["tissue"].predict(real_x) == "tissue1")))
     for guidance, scale in METHODS:
         g = m.generate(500, conditions={"cell_type": "type2", "tissue": "tissue1"}, guidance=guidance, scale=scale, seed=seed, progress_bar=False)
-        gl = _lognorm(g.layers["counts"])
+        gl = lognorm_counts(g.layers["counts"])
         ok_t = judges["cell_type"].predict(gl) == "type2"
         ok_s = judges["tissue"].predict(gl) == "tissue1"
         out[f"{guidance}:{scale}"] = {"both": float(np.mean(ok_t & ok_s)), "cell_type": float(np.mean(ok_t)), "tissue": float(np.mean(ok_s))}

@@ -19,12 +19,22 @@ from .distribution import SCALES, gene_mean_correlation, median_heuristic, mmd
 from .neighbors import ilisi, knn, memorisation
 
 
-def _lognorm(m) -> np.ndarray:
+def lognorm_counts(m) -> np.ndarray:
+    """Counts (dense or sparse, cells x genes) -> dense float64 log-normalised values
+    (1e4 per cell + log1p), the one transform every graded matrix goes through.
+
+    Examples
+    --------
+    >>> lognorm_counts(np.array([[1, 0, 3]])).round(3)
+    array([[7.824, 0.   , 8.923]])
+    """
     m = m.toarray() if sp.issparse(m) else np.asarray(m)
     return normalise_log(m.astype(np.float64))
 
 
-def _pcs(a: np.ndarray, b: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def joint_pcs(a: np.ndarray, b: np.ndarray, n_pcs: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets on the first ``n_pcs`` principal components of the two together (the
+    grader's PCA: fit on both alike, so neither set defines the axes)."""
     n = min(n_pcs, a.shape[0] + b.shape[0] - 1, a.shape[1])
     p = PCA(n, random_state=seed, svd_solver="full").fit(np.concatenate([a, b]))
     return p.transform(a), p.transform(b)
@@ -32,7 +42,7 @@ def _pcs(a: np.ndarray, b: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarra
 
 def compare(real: np.ndarray, other: np.ndarray, *, n_pcs: int = 50, seed: int = 0, rf_trees: int = 1000) -> dict[str, float]:
     """Metrics of ``other`` against ``real`` (both log-normalised, cells x genes)."""
-    pr, po = _pcs(real, other, n_pcs, seed)
+    pr, po = joint_pcs(real, other, n_pcs, seed)
     batch = np.r_[np.zeros(len(pr)), np.ones(len(po))]
     pooled = np.concatenate([pr, po])
     nb = knn(pooled, min(90, len(pooled) - 1))  # one kNN serves iLISI and the MMD bandwidth
@@ -70,13 +80,13 @@ def fidelity(real_counts, generated_counts, train_counts=None, *, n_pcs: int = 5
     >>> rep = fidelity(test.X, syn.layers["counts"], train.X)  # doctest: +SKIP
     >>> rep["generated"]["knn_auc"], rep["control"]["knn_auc"]  # doctest: +SKIP
     """
-    real = _lognorm(real_counts)
-    gen = _lognorm(generated_counts)
+    real = lognorm_counts(real_counts)
+    gen = lognorm_counts(generated_counts)
     if real.shape[1] != gen.shape[1]:
         raise ValueError(f"real has {real.shape[1]} genes but generated has {gen.shape[1]}; align the gene lists first.")
     rep: dict = {"generated": compare(real, gen, n_pcs=n_pcs, seed=seed, rf_trees=rf_trees)}
     if train_counts is not None:
-        train = _lognorm(train_counts)
+        train = lognorm_counts(train_counts)
         rep["control"] = compare(real, train, n_pcs=n_pcs, seed=seed, rf_trees=rf_trees)
         ctrl = rep["control"]["mmd"]
         rep["mmd_ratio"] = rep["generated"]["mmd"] / ctrl if ctrl > 0 else float("inf")
