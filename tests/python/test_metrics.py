@@ -104,5 +104,29 @@ def test_gene_mean_correlation_matches_scipy():
     assert np.isclose(r["pearson"], np.corrcoef(a.mean(0), b.mean(0))[0, 1])
 
 
+def test_grader_transform_and_joint_pca_match_scanpy_and_sklearn():
+    import anndata as ad
+    import scanpy as sc
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(2.0, (40, 25)).astype(np.float32)
+    counts[counts.sum(1) == 0, 0] = 1
+    ref = ad.AnnData(counts.copy())
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    dense, sparse = metrics.lognorm_counts(counts), metrics.lognorm_counts(sp.csr_matrix(counts))
+    assert dense.dtype == np.float64
+    np.testing.assert_allclose(dense, ref.X, rtol=1e-5)
+    np.testing.assert_array_equal(dense, sparse)
+    a, b = dense[:15], dense[15:]
+    pa, pb = metrics.joint_pcs(a, b, n_pcs=5, seed=0)
+    pca = PCA(5, svd_solver="full").fit(np.concatenate([a, b]))
+    np.testing.assert_allclose(np.abs(pa), np.abs(pca.transform(a)), atol=1e-8)
+    np.testing.assert_allclose(np.abs(pb), np.abs(pca.transform(b)), atol=1e-8)
+    assert metrics.joint_pcs(a[:2], b[:2], n_pcs=50)[0].shape == (2, 3)  # capped at cells - 1
+
+
 def test_backend_reports_path():
     assert metrics.backend() in ("native", "python")
