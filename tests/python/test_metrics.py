@@ -1,8 +1,12 @@
 """Metrics against independent references (scikit-learn, scipy, brute force)."""
 
+import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
+import scipy.sparse as sp
 from scipy.spatial.distance import cdist
+from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from cellsynth import metrics
@@ -105,11 +109,6 @@ def test_gene_mean_correlation_matches_scipy():
 
 
 def test_grader_transform_and_joint_pca_match_scanpy_and_sklearn():
-    import anndata as ad
-    import scanpy as sc
-    import scipy.sparse as sp
-    from sklearn.decomposition import PCA
-
     rng = np.random.default_rng(8)
     counts = rng.poisson(2.0, (40, 25)).astype(np.float32)
     counts[counts.sum(1) == 0, 0] = 1
