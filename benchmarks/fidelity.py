@@ -21,8 +21,8 @@ training half's own counts:
   the grader; it is not gene-gene structure (neither row has any inside a state).
 - *bootstrap of training cells*: as many cells as the held-out half, drawn with
   replacement from the training half (real cells, about a third of them duplicates).
-  Duplicates that fall into different cross-validation folds are what the random
-  forest picks up.
+  The duplicates are what the random forest and the MMD pick up (a draw's distinct
+  cells, each once, score as real cells do).
 
 Repeated over model seeds; medians are what the README quotes. Sampler timings are
 taken after all grading, DDIM-50 and DDPM-1000 calls alternating (median of 5 each),
