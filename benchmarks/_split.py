@@ -1,7 +1,9 @@
-"""The acceptance split: pbmc68k_reduced counts, halves stratified by bulk_labels."""
+"""The acceptance split: pbmc68k_reduced counts, halves stratified by bulk_labels
+(and a dense view of a matrix, which the benchmarks share)."""
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cellsynth.data import pbmc68k_counts
@@ -13,3 +15,8 @@ def pbmc_halves(seed: int = 0):
         adata.obs_names, test_size=0.5, stratify=adata.obs["bulk_labels"], random_state=seed
     )
     return adata[tr].copy(), adata[te].copy()
+
+
+def dense(m) -> np.ndarray:
+    """A dense array of a matrix that may be sparse (values and dtype unchanged)."""
+    return np.asarray(m.todense()) if hasattr(m, "todense") else np.asarray(m)

@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
-from _split import pbmc_halves  # noqa: E402
+from _split import dense, pbmc_halves  # noqa: E402
 
 from cellsynth import CellSynth  # noqa: E402
 from cellsynth.cli import main as cli  # noqa: E402
@@ -99,10 +99,6 @@ def time_samplers(m: CellSynth, n_cells: int, seed: int, repeats: int = 5) -> di
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _dense_counts(adata) -> np.ndarray:
-    return np.asarray(adata.X.todense()) if hasattr(adata.X, "todense") else np.asarray(adata.X)
-
-
 def within_clusters(train, *, replace: bool, n_clusters: int = 30, seed: int = 0) -> np.ndarray:
     """Training counts with every gene's values shuffled among the cells of its k-means cluster.
 
@@ -114,7 +110,7 @@ def within_clusters(train, *, replace: bool, n_clusters: int = 30, seed: int = 0
 
     from cellsynth.data import normalise_log
 
-    x = _dense_counts(train)
+    x = dense(train.X)
     pcs = PCA(20, random_state=seed).fit_transform(normalise_log(x.astype(np.float64)))
     cluster = KMeans(n_clusters, random_state=seed, n_init=4).fit_predict(pcs)
     rng = np.random.default_rng(seed)
@@ -129,7 +125,7 @@ def within_clusters(train, *, replace: bool, n_clusters: int = 30, seed: int = 0
 
 def bootstrap_cells(train, n_cells: int, seed: int = 0) -> np.ndarray:
     """``n_cells`` training cells drawn with replacement (their counts unchanged)."""
-    return _dense_counts(train)[np.random.default_rng(seed).choice(train.n_obs, n_cells)]
+    return dense(train.X)[np.random.default_rng(seed).choice(train.n_obs, n_cells)]
 
 
 CONTEXT = {

@@ -42,12 +42,9 @@ os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
 from cellsynth import CellSynth  # noqa: E402
 from cellsynth.data import normalise_log, simulate_perturbation  # noqa: E402
+from _split import dense  # noqa: E402 (benchmarks/ is the script's folder, on sys.path)
 
 HELD = "type0"
-
-
-def _dense(a):
-    return np.asarray(a.todense()) if hasattr(a, "todense") else np.asarray(a)
 
 
 def r2(pred: np.ndarray, real: np.ndarray) -> float:
@@ -61,7 +58,7 @@ def setup(bio_seed: int):
     ctrl = data[((data.obs["cell_type"] == HELD) & (data.obs["condition"] == "control")).to_numpy()].copy()
     real = data[held].copy()
     both = ad.concat([ctrl, real])
-    both.X = normalise_log(_dense(both.X))
+    both.X = normalise_log(dense(both.X))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.tl.rank_genes_groups(both, "condition", groups=["stimulated"], reference="control", method="wilcoxon")
@@ -79,7 +76,7 @@ def grade(pred_x: np.ndarray, real_x: np.ndarray, idx: np.ndarray) -> dict:
 
 def gene_space_shift(train: ad.AnnData) -> np.ndarray:
     """Mean over the cell types seen both ways of (stimulated - control) mean log-normalised expression."""
-    x, obs = normalise_log(_dense(train.X)), train.obs
+    x, obs = normalise_log(dense(train.X)), train.obs
     diffs = []
     for t in obs["cell_type"].cat.categories:
         of_t = (obs["cell_type"] == t).to_numpy()
@@ -92,8 +89,8 @@ def gene_space_shift(train: ad.AnnData) -> np.ndarray:
 def run(bio_seed: int, variants: list[dict], decoders: list[str]) -> dict:
     train, ctrl, real, idx = setup(bio_seed)
     res = {"bio_seed": bio_seed, "n_ctrl": ctrl.n_obs, "n_real_stim": real.n_obs, "train_seconds": {}}
-    real_x = normalise_log(_dense(real.X))
-    ctrl_x = normalise_log(_dense(ctrl.X))
+    real_x = normalise_log(dense(real.X))
+    ctrl_x = normalise_log(dense(ctrl.X))
     res["none"] = grade(ctrl_x, real_x, idx)
     res["gene-space shift (context)"] = grade(ctrl_x + gene_space_shift(train), real_x, idx)
     for dec in decoders:
@@ -101,12 +98,12 @@ def run(bio_seed: int, variants: list[dict], decoders: list[str]) -> dict:
         m = CellSynth(train, labels=["cell_type", "condition"], seed=bio_seed, decoder=dec).fit(progress_bar=False)
         res["train_seconds"][dec] = time.perf_counter() - t0
         pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=bio_seed)
-        res[f"{dec}: shift"] = grade(_dense(pred.X), real_x, idx)
+        res[f"{dec}: shift"] = grade(dense(pred.X), real_x, idx)
         for v in variants:
             t0 = time.perf_counter()
             pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="diffusion", seed=bio_seed, **v)
             key = f"{dec}: diffusion" + "".join(f" {k}={val}" for k, val in v.items())
-            res[key] = grade(_dense(pred.X), real_x, idx) | {"seconds": time.perf_counter() - t0}
+            res[key] = grade(dense(pred.X), real_x, idx) | {"seconds": time.perf_counter() - t0}
         res[f"{dec}: shift_groups"] = m.latent_shift({"condition": "stimulated"}).groups
     return res
 
