@@ -99,23 +99,27 @@ def time_samplers(m: CellSynth, n_cells: int, seed: int, repeats: int = 5) -> di
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def within_clusters(train, *, replace: bool, n_clusters: int = 30, seed: int = 0) -> np.ndarray:
-    """Training counts with every gene's values shuffled among the cells of its k-means cluster.
-
-    ``replace=False`` permutes them (each cluster keeps its multiset of values per gene);
-    ``replace=True`` draws each value with replacement from the cluster's values.
-    """
+def fine_clusters(train, n_clusters: int = 30, seed: int = 0) -> np.ndarray:
+    """k-means clusters (``n_clusters``) on 20 PCs of the log-normalised training counts."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     from cellsynth.data import normalise_log
 
+    pcs = PCA(20, random_state=seed).fit_transform(normalise_log(dense(train.X).astype(np.float64)))
+    return KMeans(n_clusters, random_state=seed, n_init=4).fit_predict(pcs)
+
+
+def within_clusters(train, cluster: np.ndarray, *, replace: bool, seed: int = 0) -> np.ndarray:
+    """Training counts with every gene's values shuffled among the cells of its cluster.
+
+    ``replace=False`` permutes them (each cluster keeps its multiset of values per gene);
+    ``replace=True`` draws each value with replacement from the cluster's values.
+    """
     x = dense(train.X)
-    pcs = PCA(20, random_state=seed).fit_transform(normalise_log(x.astype(np.float64)))
-    cluster = KMeans(n_clusters, random_state=seed, n_init=4).fit_predict(pcs)
     rng = np.random.default_rng(seed)
     out = x.copy()
-    for c in range(n_clusters):
+    for c in np.unique(cluster):
         rows = np.flatnonzero(cluster == c)
         for j in range(x.shape[1]):
             donors = rng.choice(rows, rows.size) if replace else rng.permutation(rows)
@@ -176,9 +180,10 @@ def main() -> None:
     runs, models = [r for r, _ in pairs], [m for _, m in pairs]
     for r, m in zip(runs, models):
         r |= time_samplers(m, test.n_obs, r["seed"] + 100)
+    cluster = fine_clusters(train)
     sets = {
-        "permuted": within_clusters(train, replace=False),
-        "resampled": within_clusters(train, replace=True),
+        "permuted": within_clusters(train, cluster, replace=False),
+        "resampled": within_clusters(train, cluster, replace=True),
         "bootstrap": bootstrap_cells(train, test.n_obs),
     }
     context = {name: fidelity(test.X, x, train.X, seed=0) for name, x in sets.items()}
