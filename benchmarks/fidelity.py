@@ -99,24 +99,23 @@ def time_samplers(m: CellSynth, n_cells: int, seed: int, repeats: int = 5) -> di
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def fine_clusters(train, n_clusters: int = 30, seed: int = 0) -> np.ndarray:
-    """k-means clusters (``n_clusters``) on 20 PCs of the log-normalised training counts."""
+def fine_clusters(x: np.ndarray, n_clusters: int = 30, seed: int = 0) -> np.ndarray:
+    """k-means clusters (``n_clusters``) on 20 PCs of the log-normalised counts ``x``."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     from cellsynth.data import normalise_log
 
-    pcs = PCA(20, random_state=seed).fit_transform(normalise_log(dense(train.X).astype(np.float64)))
+    pcs = PCA(20, random_state=seed).fit_transform(normalise_log(x.astype(np.float64)))
     return KMeans(n_clusters, random_state=seed, n_init=4).fit_predict(pcs)
 
 
-def within_clusters(train, cluster: np.ndarray, *, replace: bool, seed: int = 0) -> np.ndarray:
-    """Training counts with every gene's values shuffled among the cells of its cluster.
+def within_clusters(x: np.ndarray, cluster: np.ndarray, *, replace: bool, seed: int = 0) -> np.ndarray:
+    """Counts ``x`` with every gene's values shuffled among the cells of its cluster.
 
     ``replace=False`` permutes them (each cluster keeps its multiset of values per gene);
     ``replace=True`` draws each value with replacement from the cluster's values.
     """
-    x = dense(train.X)
     rng = np.random.default_rng(seed)
     out = x.copy()
     for c in np.unique(cluster):
@@ -127,9 +126,9 @@ def within_clusters(train, cluster: np.ndarray, *, replace: bool, seed: int = 0)
     return out
 
 
-def bootstrap_cells(train, n_cells: int, seed: int = 0) -> np.ndarray:
-    """``n_cells`` training cells drawn with replacement (their counts unchanged)."""
-    return dense(train.X)[np.random.default_rng(seed).choice(train.n_obs, n_cells)]
+def bootstrap_cells(x: np.ndarray, n_cells: int, seed: int = 0) -> np.ndarray:
+    """``n_cells`` rows of the counts ``x`` drawn with replacement (their counts unchanged)."""
+    return x[np.random.default_rng(seed).choice(x.shape[0], n_cells)]
 
 
 CONTEXT = {
@@ -180,11 +179,12 @@ def main() -> None:
     runs, models = [r for r, _ in pairs], [m for _, m in pairs]
     for r, m in zip(runs, models):
         r |= time_samplers(m, test.n_obs, r["seed"] + 100)
-    cluster = fine_clusters(train)
+    x = dense(train.X)
+    cluster = fine_clusters(x)
     sets = {
-        "permuted": within_clusters(train, cluster, replace=False),
-        "resampled": within_clusters(train, cluster, replace=True),
-        "bootstrap": bootstrap_cells(train, test.n_obs),
+        "permuted": within_clusters(x, cluster, replace=False),
+        "resampled": within_clusters(x, cluster, replace=True),
+        "bootstrap": bootstrap_cells(x, test.n_obs),
     }
     context = {name: fidelity(test.X, x, train.X, seed=0) for name, x in sets.items()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
