@@ -9,12 +9,18 @@ from sklearn.model_selection import train_test_split
 from cellsynth.data import pbmc68k_counts
 
 
-def pbmc_halves(seed: int = 0):
+def pbmc_split(test_size: float | int, seed: int = 0):
+    """pbmc68k_reduced counts split into training and held-out cells, stratified by
+    ``bulk_labels``; ``test_size`` as in scikit-learn (a fraction or a number of cells)."""
     adata = pbmc68k_counts()
     tr, te = train_test_split(
-        adata.obs_names, test_size=0.5, stratify=adata.obs["bulk_labels"], random_state=seed
+        adata.obs_names, test_size=test_size, stratify=adata.obs["bulk_labels"], random_state=seed
     )
     return adata[tr].copy(), adata[te].copy()
+
+
+def pbmc_halves(seed: int = 0):
+    return pbmc_split(0.5, seed)
 
 
 def dense(m) -> np.ndarray:

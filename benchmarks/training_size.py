@@ -15,7 +15,7 @@ grader (``cellsynth.metrics.fidelity.fidelity``: joint PCA, 50 PCs, 5-fold RF an
 
 Prints one row per training size with medians over model seeds and draws.
 
-    .venv/bin/python benchmarks/training_size.py                     # 4 sizes x 3 seeds, ~25 min
+    .venv/bin/python benchmarks/training_size.py                     # 4 sizes x 3 seeds, ~35 min (about 8 min a size)
     .venv/bin/python benchmarks/training_size.py --sizes 175 525 --seeds 0 --draws 1
 """
 
@@ -37,19 +37,12 @@ from sklearn.model_selection import train_test_split
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
+from _split import pbmc_split  # noqa: E402
 from fidelity import train_default  # noqa: E402
 
-from cellsynth.data import pbmc68k_counts  # noqa: E402
 from cellsynth.metrics.fidelity import fidelity  # noqa: E402
 
 KEYS = ("knn_auc", "rf_auc")
-
-
-def split(n_test: int, seed: int = 0):
-    """Held-out cells and the pool the training subsets come from (stratified)."""
-    adata = pbmc68k_counts()
-    pool, test = train_test_split(adata.obs_names, test_size=n_test, stratify=adata.obs["bulk_labels"], random_state=seed)
-    return adata[pool].copy(), adata[test].copy()
 
 
 def subset(pool, size: int, seed: int):
@@ -91,7 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/out/training_size.json")
     a = p.parse_args(argv)
 
-    pool, test = split(a.held_out)
+    pool, test = pbmc_split(a.held_out)  # the pool the training subsets come from, and the held-out cells
     if max(a.sizes) > pool.n_obs:
         p.error(f"--sizes: at most {pool.n_obs} training cells are left after holding out {a.held_out}.")
     print(f"pbmc68k_reduced: {test.n_obs} held-out cells, training subsets of the other {pool.n_obs}; "
