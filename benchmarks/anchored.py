@@ -24,7 +24,7 @@ diffusion prior but made from the training half, one per training cell:
 Prints medians over model seeds and draws (one grader seed per model, as
 ``benchmarks/training_size.py``).
 
-    .venv/bin/python benchmarks/anchored.py                 # 3 model seeds x 2 draws, ~15 min on 2 cores
+    .venv/bin/python benchmarks/anchored.py                 # 3 model seeds x 2 draws; ~40 min on 2 cores beside a make test run
     .venv/bin/python benchmarks/anchored.py --seeds 0 --draws 1
 """
 
