@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,17 @@ def cases(m) -> dict:
         "perturb_diffusion": m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=14),
         "perturb_shift": m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=15),
         "perturb_on_labels": m.predict_perturbation(ctrl, {"condition": "stimulated"}, condition_on_labels=True, depth=30, seed=16),
+        "stream": streamed(m, 40, chunk_size=16, conditions={"cell_type": "type2"}, seed=17),
     }
+
+
+def streamed(m, n, **kwargs):
+    """Cells written by ``generate_to_file`` and read back."""
+    import anndata as ad
+
+    with tempfile.TemporaryDirectory() as d:
+        path = m.generate_to_file(n, Path(d) / "cells.h5ad", progress_bar=False, **kwargs)
+        return ad.read_h5ad(path)
 
 
 def counts_of(a) -> np.ndarray:
