@@ -12,38 +12,16 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .io.files import publish
+from .io.files import write_atomic, write_h5ad_atomic
 
 log = logging.getLogger("cellsynth")
 
 #: ``generate`` streams to disk above this many cells
 STREAM_ABOVE = 100_000
 DEFAULT_CHUNK = 16_384
-
-
-def write_atomic(path: str | os.PathLike, write, suffix: str | None = None) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``;
-    on any failure the temporary file is removed and ``path`` is left untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cellsynth-", suffix=path.suffix if suffix is None else suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_h5ad_atomic(adata, path: str | os.PathLike) -> Path:
-    """Write ``adata`` to ``path`` through a temporary file in the same directory."""
-    return write_atomic(path, adata.write_h5ad, suffix=".h5ad")
 
 
 def _hparams(pairs: list[str]) -> dict:
@@ -315,8 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="cellsynth: %(message)s")
-    from .data.intake import InputError
-    from .io.checkpoint import ModelFileError
+    from .errors import InputError, ModelFileError
 
     try:
         args.func(args)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .data.intake import InputError
+from .errors import InputError
 
 
 def _listing(values: list[str], limit: int = 25) -> str:

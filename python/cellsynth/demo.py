@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .cli import write_h5ad_atomic
+from .io.files import write_h5ad_atomic
 from .data import pbmc68k_counts
 from .data.intake import normalise_log
 from .metrics.fidelity import fidelity

@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .data.intake import InputError
+from .errors import InputError
 from .diffusion import DDIMSampler
 from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, classifier_log_prob_grad
 

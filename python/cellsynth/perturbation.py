@@ -44,7 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .data.intake import InputError
+from .errors import InputError
 from .interpolation import _denoise
 
 if TYPE_CHECKING:  # pragma: no cover

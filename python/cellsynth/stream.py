@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .data.intake import InputError
+from .errors import InputError
 from .io.h5ad_stream import H5adWriter
 from .progress import progress
 from .train import _mix

@@ -16,13 +16,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..errors import InputError
+
 log = logging.getLogger("cellsynth")
 
 TARGET_SUM = 1e4
-
-
-class InputError(ValueError):
-    """Input data that cellsynth refuses, with the reason and the fix in the message."""
 
 
 @dataclass

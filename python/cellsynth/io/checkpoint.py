@@ -20,15 +20,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import ModelFileError
 from .files import publish
 
 FORMAT = "cellsynth-model"
 FORMAT_VERSION = 1
 CONFIG, WEIGHTS, GENES = "config.json", "weights.safetensors", "genes.txt"
-
-
-class ModelFileError(RuntimeError):
-    """A model directory that cannot be loaded, with the reason."""
 
 
 def _sha256(path: Path) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data.intake import InputError
+from ..errors import InputError
 from .files import publish
 
 
