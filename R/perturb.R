@@ -65,7 +65,7 @@ PredictPerturbation <- function(object, condition, cells = NULL, group.by = NULL
   m <- .py(eng$cellsynth$CellSynth$load(tool$model.dir))
   ctrl <- .as_anndata(got$object[, cells], tool$assay, columns = labels)
   if (verbose) message("Predicting ", column, " = ", condition[[column]], " for ", length(cells), " cells (", method, ")")
-  pred <- .py(m$predict_perturbation(ctrl, condition, control = control, method = method,
+  pred <- .py(eng$cellsynth$tl$predict_perturbation(m, ctrl, condition, control = control, method = method,
                                      depth = if (is.null(depth)) NULL else as.integer(depth), seed = as.integer(seed.use)))
   out <- .as_seurat(pred, assay = tool$assay, project = "cellsynth")
   methods::slot(out, "tools")[["TrainCellSynth"]] <- tool

@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
-from cellsynth import CellSynth  # noqa: E402
+from cellsynth import CellSynth, tl  # noqa: E402
 from cellsynth.data import normalise_log, pbmc68k_counts  # noqa: E402
 
 START, END = "CD34+", "CD14+ Monocyte"
@@ -40,7 +40,7 @@ def main() -> None:
     print(f"path {START} -> {END}, K = 10 positions x 50 cells, model seed 0")
     print(f"{'method':10s} {'r(end) first->last':>20s} {'Spearman end':>13s} {'r(start) first->last':>22s} {'Spearman start':>15s}")
     for method in ("gradient", "prior", "latent"):
-        path = m.interpolate({"bulk_labels": START}, {"bulk_labels": END}, method=method, n_steps=10, n_cells=50, adata=adata, seed=0)
+        path = tl.interpolate(m, {"bulk_labels": START}, {"bulk_labels": END}, method=method, n_positions=10, n_cells=50, adata=adata, seed=0)
         pos = path.obs["interpolation_position"].to_numpy()
         px = path.X.toarray()
         levels = np.unique(pos)

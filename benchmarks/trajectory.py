@@ -31,7 +31,7 @@ from sklearn.decomposition import PCA
 
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
-from cellsynth import CellSynth, gene_velocity  # noqa: E402
+from cellsynth import CellSynth, gene_velocity, tl  # noqa: E402
 from cellsynth.data import normalise_log, simulate_trajectory  # noqa: E402
 from cellsynth.metrics import mmd  # noqa: E402
 
@@ -58,7 +58,7 @@ def run(seed: int) -> dict:
     truth = set(data.var_names[data.var["changing"].to_numpy()])
     for method in METHODS:
         t0 = time.perf_counter()
-        path = m.interpolate({"state": "state0"}, {"state": "state4"}, method=method, n_steps=5, n_cells=n, adata=train, seed=seed)
+        path = tl.interpolate(m, {"state": "state0"}, {"state": "state4"}, method=method, n_positions=5, n_cells=n, adata=train, seed=seed)
         res[f"{method}_seconds"] = time.perf_counter() - t0
         mid = path[path.obs["interpolation_position"] == 0.5]
         res[f"{method}_mmd_middle"] = mmd(pca.transform(np.asarray(mid.X.todense())), target)

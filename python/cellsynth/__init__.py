@@ -1,9 +1,8 @@
 """cellsynth: realistic single-cell RNA-seq cells from latent diffusion models."""
 
-__version__ = "0.1.0"
+from ._version import __version__
+from . import data, tl  # noqa: E402
+from .model import CellSynth, Hyperparameters, SamplingOptions  # noqa: E402
+from .tl import GeneVelocity, gene_velocity  # noqa: E402
 
-from . import data  # noqa: E402
-from .model import CellSynth, Hyperparameters  # noqa: E402
-from .velocity import GeneVelocity, gene_velocity  # noqa: E402
-
-__all__ = ["CellSynth", "GeneVelocity", "Hyperparameters", "data", "gene_velocity", "__version__"]
+__all__ = ["CellSynth", "GeneVelocity", "Hyperparameters", "SamplingOptions", "data", "gene_velocity", "tl", "__version__"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -76,7 +75,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from .model import CellSynth
     from .precision import check as check_precision
 
-    from .conditions import parse_condition_args
+    from .model.labels import parse_condition_args
 
     conditions = parse_condition_args(a.condition)
     m = CellSynth.load(a.model, device=a.device)
@@ -105,7 +104,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
 
 
 def _one_state(args: list[str] | None, flag: str) -> dict:
-    from .conditions import parse_condition_args
+    from .model.labels import parse_condition_args
 
     state = parse_condition_args(args)
     if not state:
@@ -117,27 +116,29 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
     import anndata as ad
 
     from .model import CellSynth
+    from .tl import interpolate
 
     start, end = _one_state(a.start, "--from"), _one_state(a.end, "--to")
     m = CellSynth.load(a.model, device=a.device)
     cells = ad.read_h5ad(a.cells) if a.cells else None
     t0 = time.perf_counter()
-    path = m.interpolate(start, end, method=a.method, n_steps=a.steps, n_cells=a.n_cells, adata=cells,
-                         depth=a.depth, scale=a.scale, mix=a.mix, seed=a.seed)
+    path = interpolate(m, start, end, method=a.method, n_positions=a.positions, n_cells=a.n_cells, adata=cells,
+                       depth=a.depth, scale=a.scale, mix=a.mix, steps=a.steps, seed=a.seed)
     write_h5ad_atomic(path, a.out)
-    print(f"{a.method} path: {a.n_cells} cells at each of {a.steps} positions in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
+    print(f"{a.method} path: {a.n_cells} cells at each of {a.positions} positions in {time.perf_counter() - t0:.1f} s; wrote {a.out}")
 
 
 def cmd_perturb(a: argparse.Namespace) -> None:
     import anndata as ad
 
     from .model import CellSynth
+    from .tl import predict_perturbation
 
     condition = _one_state(a.condition, "--condition")
     m = CellSynth.load(a.model, device=a.device)
     cells = ad.read_h5ad(a.cells)
     t0 = time.perf_counter()
-    pred = m.predict_perturbation(cells, condition, control=a.control, method=a.method, depth=a.depth, seed=a.seed)
+    pred = predict_perturbation(m, cells, condition, control=a.control, method=a.method, depth=a.depth, steps=a.steps, seed=a.seed)
     write_h5ad_atomic(pred, a.out)
     info = pred.uns["cellsynth_perturbation"]
     print(f"{info['method']}: {pred.n_obs} cells {info['column']}={info['control']} -> {info['target']} "
@@ -147,7 +148,7 @@ def cmd_perturb(a: argparse.Namespace) -> None:
 def cmd_velocity(a: argparse.Namespace) -> None:
     import anndata as ad
 
-    from .velocity import gene_velocity
+    from .tl import gene_velocity
 
     vel = gene_velocity(ad.read_h5ad(a.path), window=a.window)
     out = write_atomic(a.out, vel.ranking.rename_axis("gene").to_csv)
@@ -245,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--to", dest="end", action="append", metavar="COL=VALUE", help="end state (repeatable)")
     i.add_argument("--method", choices=["gradient", "prior", "latent"], default="gradient",
                    help="gradient interpolation (scDiffusion), DDIM-prior mixing or latent mixing (scVAEDer)")
-    i.add_argument("--steps", type=int, default=10, help="positions along the path (K)")
+    i.add_argument("--positions", type=int, default=10, help="positions along the path (K)")
+    i.add_argument("--steps", type=int, default=50, help="DDIM steps over [0, depth]")
     i.add_argument("--n-cells", type=int, default=50, help="cells at each position (N)")
     i.add_argument("--cells", default=None, help="real cells (.h5ad) to start/end from (default: generated ones)")
     i.add_argument("--depth", type=int, default=None, help="noise depth (default 600 for gradient, T/2 otherwise)")
@@ -269,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--condition", action="append", metavar="COL=VALUE", help="target level, e.g. treatment=stim")
     r.add_argument("--control", default=None, help="the cells' level in that column (default: from the cells' obs, or the other of two levels)")
     r.add_argument("--method", choices=["diffusion", "shift"], default="diffusion", help="latent shift refined by the diffusion model, or the plain shift")
-    r.add_argument("--depth", type=int, default=None, help="refinement depth of 1000 (default: see cellsynth.perturbation)")
+    r.add_argument("--depth", type=int, default=None, help="refinement depth of 1000 (default: see cellsynth.tl.perturb)")
+    r.add_argument("--steps", type=int, default=50, help="DDIM steps of the refinement over [0, depth]")
     r.add_argument("--out", required=True, help="output .h5ad")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default=None)

@@ -31,6 +31,16 @@ def read_pretrained_encoder(directory: str | os.PathLike) -> tuple[dict, dict[st
     return arch, enc, genes
 
 
+def pretrained_architecture(directory: str | os.PathLike, hyperparameters: dict) -> tuple[dict, tuple[dict, list[str]]]:
+    """``hyperparameters`` with the saved encoder's architecture filled in, and that
+    encoder's (weights, genes); refuses hyper-parameters that contradict it."""
+    arch, state, src_genes = read_pretrained_encoder(directory)
+    clash = {k: v for k, v in hyperparameters.items() if k in arch and v != arch[k]}
+    if clash:
+        raise ValueError(f"{clash} conflict with the pretrained encoder's architecture {arch}; drop them.")
+    return {**hyperparameters, **arch}, (state, src_genes)
+
+
 def align_gene_parameters(module: nn.Module, state: dict[str, torch.Tensor], src_genes: list[str], dst_genes: list[str], *, min_shared: float = 0.5) -> int:
     """Copy ``state`` into ``module``, mapping gene-indexed dimensions by gene name.
 

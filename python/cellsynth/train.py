@@ -20,6 +20,7 @@ from .distributed import Dist, LossModule
 from .io.resume import flatten_optimizer, prefixed, restore_rng, unflatten_optimizer, unprefixed
 from .nn.ema import EMA
 from .precision import autocast
+from .seeding import mix_seed
 from .progress import progress
 
 
@@ -135,8 +136,8 @@ def train_encoder_backed(
                 torch.as_tensor(lb, device=device))
 
     def epoch_batches(epoch: int):
-        g = torch.Generator().manual_seed(_mix(seed, epoch, dist.rank))
-        order = torch.Generator().manual_seed(_mix(seed, epoch, -1))
+        g = torch.Generator().manual_seed(mix_seed(seed, epoch, dist.rank))
+        order = torch.Generator().manual_seed(mix_seed(seed, epoch, -1))
         for b in data.batches(reader, tr, local_batch, n_batches, g, order_generator=order, rank=dist.rank, world=dist.world):
             yield tensors(b)
 
@@ -158,11 +159,6 @@ def train_encoder_backed(
         )
     finally:
         reader.close()
-
-
-def _mix(*keys: int) -> int:
-    """A 63-bit seed from several integers (stable across processes and runs)."""
-    return int(np.random.SeedSequence([k % (1 << 32) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def fit_encoder(

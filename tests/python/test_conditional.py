@@ -13,7 +13,9 @@ from sklearn.pipeline import make_pipeline
 
 import cellsynth
 from cellsynth.cli import main
-from cellsynth.conditions import parse_condition_args, proportional_plan, resolve_conditions
+from cellsynth.model import SamplingOptions
+from cellsynth.model.sampling import draw
+from cellsynth.model.labels import parse_condition_args, proportional_plan, resolve_conditions
 from cellsynth.data import InputError, normalise_log, simulate
 from cellsynth.diffusion import NoiseSchedule
 from cellsynth.diffusion.guidance import apply_classifier_guidance, cfg_combine, classifier_log_prob_grad
@@ -128,7 +130,8 @@ def test_discriminator_filter_draws_more_and_keeps_best(trained):
 
 def test_classifier_filter_keeps_only_agreeing_latents(trained):
     codes = {"cell_type": 2}
-    z, drawn = trained._draw(25, codes, "cfg", None, "classifier", 0.8, "ddim", 10, 0.5, 0.0, trained._generator(0), False)
+    opts = SamplingOptions(steps=10)
+    z, drawn = draw(trained, 25, codes, opts, "classifier", 0.8, torch.Generator().manual_seed(0), False)
     assert z.shape[0] == 25 and drawn >= 25
     assert (trained.predict_labels(z)["cell_type"] == "t2").all()
 

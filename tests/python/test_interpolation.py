@@ -10,7 +10,8 @@ from scipy.stats import spearmanr
 
 import cellsynth
 from cellsynth.data import InputError, normalise_log, simulate_trajectory
-from cellsynth.interpolation import slerp
+from cellsynth.tl import slerp
+from cellsynth import tl
 
 
 def test_slerp_end_points_norm_and_parallel_rows():
@@ -66,7 +67,7 @@ def traj_model():
 @pytest.mark.parametrize("method", ["gradient", "prior", "latent"])
 def test_paths_move_from_start_to_end_state(traj_model, method):
     data, m = traj_model
-    path = m.interpolate({"state": "state0"}, {"state": "state2"}, method=method, n_steps=5, n_cells=40, adata=data, seed=1)
+    path = tl.interpolate(m, {"state": "state0"}, {"state": "state2"}, method=method, n_positions=5, n_cells=40, adata=data, seed=1)
     assert path.n_obs == 200 and path.obs["synthetic"].all()
     assert sorted(path.obs["interpolation_position"].unique()) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert (path.obs["interpolation_method"] == method).all()
@@ -86,19 +87,19 @@ def test_paths_move_from_start_to_end_state(traj_model, method):
 def test_interpolation_refuses_bad_requests(traj_model):
     data, m = traj_model
     with pytest.raises(ValueError, match="method must be one of"):
-        m.interpolate({"state": "state0"}, {"state": "state2"}, method="straight")
-    with pytest.raises(ValueError, match="n_steps must be at least 2"):
-        m.interpolate({"state": "state0"}, {"state": "state2"}, n_steps=1)
+        tl.interpolate(m, {"state": "state0"}, {"state": "state2"}, method="straight")
+    with pytest.raises(ValueError, match="n_positions must be at least 2"):
+        tl.interpolate(m, {"state": "state0"}, {"state": "state2"}, n_positions=1)
     with pytest.raises(InputError, match="state9"):
-        m.interpolate({"state": "state0"}, {"state": "state9"})
+        tl.interpolate(m, {"state": "state0"}, {"state": "state9"})
     with pytest.raises(ValueError, match="depth must be in"):
-        m.interpolate({"state": "state0"}, {"state": "state2"}, method="latent", depth=1000)
+        tl.interpolate(m, {"state": "state0"}, {"state": "state2"}, method="latent", depth=1000)
 
 
 def test_interpolation_is_reproducible(traj_model):
     data, m = traj_model
-    a = m.interpolate({"state": "state0"}, {"state": "state2"}, method="latent", n_steps=3, n_cells=5, seed=4)
-    b = m.interpolate({"state": "state0"}, {"state": "state2"}, method="latent", n_steps=3, n_cells=5, seed=4)
+    a = tl.interpolate(m, {"state": "state0"}, {"state": "state2"}, method="latent", n_positions=3, n_cells=5, seed=4)
+    b = tl.interpolate(m, {"state": "state0"}, {"state": "state2"}, method="latent", n_positions=3, n_cells=5, seed=4)
     assert np.array_equal(a.layers["counts"].toarray(), b.layers["counts"].toarray())
 
 
@@ -110,7 +111,7 @@ def test_cli_interpolate_and_velocity(traj_model, tmp_path):
     data.write_h5ad(tmp_path / "cells.h5ad")
     out = tmp_path / "path.h5ad"
     rc = main(["interpolate", str(tmp_path / "model"), "--from", "state=state0", "--to", "state=state2", "--method", "prior",
-               "--steps", "4", "--n-cells", "6", "--cells", str(tmp_path / "cells.h5ad"), "--out", str(out)])
+               "--positions", "4", "--n-cells", "6", "--cells", str(tmp_path / "cells.h5ad"), "--out", str(out)])
     assert rc == 0
     path = ad.read_h5ad(out)
     assert path.n_obs == 24 and sorted(path.obs["interpolation_position"].unique().tolist()) == pytest.approx([0, 1 / 3, 2 / 3, 1])

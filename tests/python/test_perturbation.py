@@ -7,6 +7,7 @@ import pytest
 from conftest import FAST
 
 import cellsynth
+from cellsynth import tl
 from cellsynth.data import InputError, normalise_log, simulate_perturbation
 
 
@@ -41,7 +42,7 @@ def pert():
 
 def test_latent_shift_is_the_balanced_mean_of_per_type_differences(pert):
     data, train, m = pert
-    s = m.latent_shift({"condition": "stimulated"})
+    s = tl.latent_shift(m, {"condition": "stimulated"})
     assert (s.column, s.control, s.target) == ("condition", "control", "stimulated")
     assert sorted(g["cell_type"] for g in s.groups) == ["type1", "type2"]  # type0 was never seen treated
     z = m.get_latent(train)  # independent recomputation from the training cells
@@ -51,14 +52,14 @@ def test_latent_shift_is_the_balanced_mean_of_per_type_differences(pert):
         st = (train.obs["condition"] == "stimulated").to_numpy()
         diffs.append(z[ct & st].mean(0) - z[ct & ~st].mean(0))
     np.testing.assert_allclose(s.delta, np.mean(diffs, 0), rtol=1e-4, atol=1e-5)
-    back = m.latent_shift({"condition": "control"}, control="stimulated")
+    back = tl.latent_shift(m, {"condition": "control"}, control="stimulated")
     np.testing.assert_allclose(back.delta, -s.delta, rtol=1e-6, atol=1e-7)
 
 
 def test_prediction_output_and_direction(pert, caplog):
     data, train, m = pert
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
-    pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=1)
+    pred = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, seed=1)
     assert pred.shape == ctrl.shape and list(pred.var_names) == list(ctrl.var_names)
     assert (pred.obs["condition"] == "stimulated").all() and (pred.obs["cell_type"] == "type0").all()
     assert pred.obs["synthetic"].all() and (pred.obs["perturbation_method"] == "diffusion").all()
@@ -66,25 +67,25 @@ def test_prediction_output_and_direction(pert, caplog):
     assert np.all(c == np.round(c)) and np.all(c >= 0)
     info = pred.uns["cellsynth_perturbation"]
     assert info["control"] == "control" and info["target"] == "stimulated" and info["depth"] == 50
-    again = m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=1)
+    again = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, seed=1)
     np.testing.assert_array_equal(pred.X.toarray(), again.X.toarray())
     # predicted change points the way of the true (shared) response on strongly responding genes
     x_ctrl = normalise_log(ctrl.X.toarray())
     resp = data.varm["true_response"]["type0"].to_numpy()
     big = np.abs(resp) > 1.5
     for method in ("diffusion", "shift"):
-        p = m.predict_perturbation(ctrl, {"condition": "stimulated"}, method=method, seed=1)
+        p = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method=method, seed=1)
         change = p.X.toarray().mean(0) - x_ctrl.mean(0)
         assert np.mean(np.sign(change[big]) == np.sign(resp[big])) > 0.7, method
-    assert m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift").uns["cellsynth_perturbation"]["depth"] is None
+    assert tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="shift").uns["cellsynth_perturbation"]["depth"] is None
     # conditioning the refinement on the cells' own type changes it; a level the model does not know is left out
-    typed = m.predict_perturbation(ctrl, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
+    typed = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
     assert not np.allclose(typed.X.toarray(), pred.X.toarray())
     odd = ctrl.copy()
     odd.obs["cell_type"] = odd.obs["cell_type"].cat.add_categories(["typeX"])
     odd.obs.iloc[:3, odd.obs.columns.get_loc("cell_type")] = "typeX"
     with caplog.at_level("WARNING", logger="cellsynth"):
-        mixed = m.predict_perturbation(odd, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
+        mixed = tl.predict_perturbation(m, odd, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
     assert "3 cell(s) have cell_type levels the model does not know" in caplog.text
     assert mixed.shape == odd.shape and list(mixed.obs["cell_type"][:3]) == ["typeX"] * 3
 
@@ -93,23 +94,23 @@ def test_perturbation_errors(pert):
     data, train, m = pert
     ctrl = data[(data.obs["condition"] == "control").to_numpy()][:20].copy()
     with pytest.raises(InputError, match="treatment"):
-        m.predict_perturbation(ctrl, {"treatment": "stim"})
+        tl.predict_perturbation(m, ctrl, {"treatment": "stim"})
     with pytest.raises(InputError, match="stimulatd"):
-        m.predict_perturbation(ctrl, {"condition": "stimulatd"})
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulatd"})
     with pytest.raises(InputError, match="one column"):
-        m.predict_perturbation(ctrl, {"condition": "stimulated", "cell_type": "type1"})
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulated", "cell_type": "type1"})
     with pytest.raises(InputError, match="both"):
-        m.predict_perturbation(ctrl, {"condition": "stimulated"}, control="stimulated")
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, control="stimulated")
     with pytest.raises(InputError, match="several levels"):
-        m.predict_perturbation(data[:50].copy(), {"condition": "stimulated"})
+        tl.predict_perturbation(m, data[:50].copy(), {"condition": "stimulated"})
     with pytest.raises(ValueError, match="method"):
-        m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="magic")
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="magic")
     with pytest.raises(ValueError, match="depth"):
-        m.predict_perturbation(ctrl, {"condition": "stimulated"}, depth=1000)
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, depth=1000)
     with pytest.raises(InputError, match="no cells"):
-        m.predict_perturbation(ctrl[:0], {"condition": "stimulated"})
+        tl.predict_perturbation(m, ctrl[:0], {"condition": "stimulated"})
     with pytest.raises(InputError, match="control="):  # cell_type has three levels
-        m.latent_shift({"cell_type": "type1"})
+        tl.latent_shift(m, {"cell_type": "type1"})
     import copy
 
     stim = m.categories["condition"].index("stimulated")
@@ -117,12 +118,12 @@ def test_perturbation_errors(pert):
     only = copy.copy(m)
     only.combinations = [m.combinations[i] for i in keep]
     only.combination_means = m.combination_means[keep]
-    assert [g["cell_type"] for g in only.latent_shift({"condition": "stimulated"}).groups] == ["type1"]
+    assert [g["cell_type"] for g in tl.latent_shift(only, {"condition": "stimulated"}).groups] == ["type1"]
     none = [i for i in keep if m.combinations[i][1] != stim]  # no treated cells at all
     only.combinations = [m.combinations[i] for i in none]
     only.combination_means = m.combination_means[none]
     with pytest.raises(InputError, match="No group"):
-        only.latent_shift({"condition": "stimulated"})
+        tl.latent_shift(only, {"condition": "stimulated"})
 
 
 def test_shift_survives_save_load_and_cli(pert, tmp_path):
@@ -131,14 +132,14 @@ def test_shift_survives_save_load_and_cli(pert, tmp_path):
     data, train, m = pert
     m.save(tmp_path / "model")
     back = cellsynth.CellSynth.load(tmp_path / "model")
-    np.testing.assert_allclose(back.latent_shift({"condition": "stimulated"}).delta, m.latent_shift({"condition": "stimulated"}).delta)
+    np.testing.assert_allclose(tl.latent_shift(back, {"condition": "stimulated"}).delta, tl.latent_shift(m, {"condition": "stimulated"}).delta)
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
     ctrl.write_h5ad(tmp_path / "ctrl.h5ad")
     out = tmp_path / "pred.h5ad"
     rc = main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=stimulated", "--out", str(out)])
     assert rc == 0
     pred = ad.read_h5ad(out)
-    np.testing.assert_allclose(pred.X.toarray(), m.predict_perturbation(ctrl, {"condition": "stimulated"}).X.toarray(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred.X.toarray(), tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}).X.toarray(), rtol=1e-5, atol=1e-6)
     bad = tmp_path / "bad.h5ad"
     assert main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=nope", "--out", str(bad)]) == 2
     assert not bad.exists()
@@ -151,7 +152,7 @@ def test_linear_decoder_model_predicts_and_round_trips(pert, tmp_path):
         cellsynth.CellSynth(train, labels=["cell_type", "condition"], decoder="ldvae", **hp)
     m = cellsynth.CellSynth(train, labels=["cell_type", "condition"], seed=0, decoder="linear", **hp).fit(progress_bar=False)
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
-    pred = m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=1)
+    pred = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="shift", seed=1)
     resp = data.varm["true_response"]["type0"].to_numpy()
     big = np.abs(resp) > 1.5
     change = pred.X.toarray().mean(0) - normalise_log(ctrl.X.toarray()).mean(0)
@@ -159,5 +160,5 @@ def test_linear_decoder_model_predicts_and_round_trips(pert, tmp_path):
     m.save(tmp_path / "lin")
     back = cellsynth.CellSynth.load(tmp_path / "lin")
     assert back.hparams.decoder == "linear" and len(back.encoder.decoder.body) == 0
-    again = back.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=1)
+    again = tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="shift", seed=1)
     np.testing.assert_allclose(again.X.toarray(), pred.X.toarray(), rtol=1e-5, atol=1e-6)

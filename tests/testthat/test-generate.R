@@ -76,7 +76,7 @@ test_that("InterpolateCells returns path cells with their positions", {
   skip_if_no_engine()
   seu <- SeuratObject::pbmc_small
   path <- InterpolateCells(seu, from = list(groups = "g1"), to = list(groups = "g2"), method = "latent",
-                           n.steps = 4, n.cells = 5, hyperparameters = FAST, verbose = FALSE)
+                           n.positions = 4, n.cells = 5, hyperparameters = FAST, verbose = FALSE)
   expect_equal(ncol(path), 20)
   expect_identical(rownames(path), rownames(seu))
   expect_equal(sort(unique(path$interpolation_position)), c(0, 1 / 3, 2 / 3, 1))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..io.h5ad_stream import H5adWriter
 from ..progress import progress
-from .simulate import _programs
+from .simulate import gene_programs
 
 
 def simulate_atlas(
@@ -48,7 +48,7 @@ def simulate_atlas(
     bio = np.random.default_rng(seed)
     base = bio.normal(0, 1, n_genes)
     k = max(1, int(round(program_fraction * n_genes)))
-    prog = _programs(bio, n_types, n_genes, k, effect_size, signed=False)
+    prog = gene_programs(bio, n_types, n_genes, k, effect_size, signed=False)
     # per-type gene proportions, computed once
     p = np.exp(base[None, :] + prog - (base[None, :] + prog).max(1, keepdims=True))
     p = (p / p.sum(1, keepdims=True)).astype(np.float32)

@@ -28,6 +28,7 @@ from .intake import (
     check_not_empty,
     check_unique_genes,
     detect_kind,
+    prepare,
     encode_labels,
     normalise_log,
     usable_cells,
@@ -206,3 +207,13 @@ def prepare_backed(
         categories=cats,
         block=max(16, min(BLOCK, math.ceil(n / 20))),
     )
+
+
+def prepare_any(adata, *, labels=None, layer=None, drop_empty_cells=False, backed=False, progress_bar=True):
+    """:func:`prepare` (cells in memory) or, with ``backed=True``, :func:`prepare_backed`
+    (cells read from an ``.h5ad`` path block by block)."""
+    if not backed:
+        return prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
+    if not isinstance(adata, (str, os.PathLike)):
+        raise InputError("backed=True reads cells from disk: pass the .h5ad path, not an in-memory AnnData.")
+    return prepare_backed(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, progress_bar=progress_bar)

@@ -27,7 +27,7 @@ def _nb_counts(logit: np.ndarray, rng: np.random.Generator, library_mean: float,
     return counts
 
 
-def _programs(bio: np.random.Generator, n_levels: int, n_genes: int, k: int, effect_size: float, signed: bool) -> np.ndarray:
+def gene_programs(bio: np.random.Generator, n_levels: int, n_genes: int, k: int, effect_size: float, signed: bool) -> np.ndarray:
     """One sparse gene program per level: ``k`` genes shifted by about ``effect_size``
     (log-normal sizes; random signs when ``signed``)."""
     eff = np.zeros((n_levels, n_genes))
@@ -75,8 +75,8 @@ def simulate(
     base = bio.normal(0, 1, n_genes)
 
     k = max(1, int(round(program_fraction * n_genes)))
-    types_prog = _programs(bio, n_types, n_genes, k, effect_size, signed=False)
-    cond_prog = {c: _programs(bio, n_lv, n_genes, k, effect_size, signed=True) for c, n_lv in conditions.items()}
+    types_prog = gene_programs(bio, n_types, n_genes, k, effect_size, signed=False)
+    cond_prog = {c: gene_programs(bio, n_lv, n_genes, k, effect_size, signed=True) for c, n_lv in conditions.items()}
     rng = np.random.default_rng(seed if cells_seed is None else cells_seed)
     types = rng.integers(0, n_types, n_cells)
     logit = base[None, :] + types_prog[types]
@@ -180,8 +180,8 @@ def simulate_perturbation(
     bio = np.random.default_rng(seed)
     base = bio.normal(0, 1, n_genes)
     k = max(1, int(round(response_fraction * n_genes)))
-    types_prog = _programs(bio, n_types, n_genes, k, effect_size, signed=False)
-    shared = _programs(bio, 1, n_genes, k, effect_size, signed=True)[0]
+    types_prog = gene_programs(bio, n_types, n_genes, k, effect_size, signed=False)
+    shared = gene_programs(bio, 1, n_genes, k, effect_size, signed=True)[0]
     scale = bio.lognormal(0.0, 0.2, n_types)
     response = scale[:, None] * shared[None, :]
     for t in range(n_types):

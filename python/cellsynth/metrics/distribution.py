@@ -6,7 +6,7 @@ import numpy as np
 from scipy import stats
 
 from . import _backend
-from .neighbors import _check, knn
+from .neighbors import check_points, knn
 
 SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -37,7 +37,7 @@ def mmd(x: np.ndarray, y: np.ndarray, *, sigmas=None, biased: bool = False) -> f
     >>> mmd(rng.normal(size=(200, 5)), rng.normal(1, 1, size=(200, 5))) > 0
     True
     """
-    x, y = _check(x, "x"), _check(y, "y")
+    x, y = check_points(x, "x"), check_points(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x has {x.shape[1]} features but y has {y.shape[1]}.")
     if x.shape[0] < 2 or y.shape[0] < 2:

@@ -7,7 +7,7 @@ import numpy as np
 from . import _backend
 
 
-def _check(a: np.ndarray, name: str) -> np.ndarray:
+def check_points(a: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (cells x features), got shape {a.shape}.")
@@ -40,9 +40,9 @@ def knn(x: np.ndarray, k: int, *, query: np.ndarray | None = None) -> tuple[np.n
     >>> d.shape, i.shape
     ((100, 3), (100, 3))
     """
-    x = _check(x, "x")
+    x = check_points(x, "x")
     if query is not None:
-        query = _check(query, "query")
+        query = check_points(query, "query")
         if query.shape[1] != x.shape[1]:
             raise ValueError(f"query has {query.shape[1]} features but x has {x.shape[1]}.")
     if k < 1:

@@ -12,7 +12,7 @@ The decoder is an MLP (default) or, with ``decoder="linear"``, a single linear m
 from the latent to the gene logits (scVI's LDVAE, ``scvi.model.LinearSCVI``): less
 flexible, but a latent shift then moves every gene's log-proportion by a fixed amount
 wherever it is applied, which is what latent arithmetic for perturbation prediction
-assumes (see :mod:`cellsynth.perturbation`).
+assumes (see :mod:`cellsynth.tl.perturb`).
 
 The count-level likelihood is a negative binomial with mean ``library * rho`` (as in
 scVI), so sampling counts from the decoder reproduces per-gene dispersion and the

@@ -43,6 +43,8 @@ def control_cells():
 
 def cases(m) -> dict:
     """name -> AnnData of generated cells, every call with a fixed seed."""
+    from cellsynth import tl
+
     ctrl = control_cells()
     start, end = {"cell_type": "type0"}, {"cell_type": "type1"}
     return {
@@ -55,13 +57,13 @@ def cases(m) -> dict:
         "ddim_eta": m.generate(16, eta=0.5, steps=20, seed=7, progress_bar=False),
         "filter_discriminator": m.generate(20, filter="discriminator", seed=8, progress_bar=False),
         "filter_classifier": m.generate(20, conditions={"cell_type": "type0"}, filter="classifier", seed=9, progress_bar=False),
-        "interpolate_gradient": m.interpolate(start, end, method="gradient", n_steps=4, n_cells=8, depth=60, seed=10),
-        "interpolate_prior": m.interpolate(start, end, method="prior", n_steps=4, n_cells=8, seed=11),
-        "interpolate_latent": m.interpolate(start, end, method="latent", n_steps=4, n_cells=8, seed=12),
-        "interpolate_real_ends": m.interpolate(start, end, method="prior", n_steps=3, n_cells=6, adata=data(), seed=13),
-        "perturb_diffusion": m.predict_perturbation(ctrl, {"condition": "stimulated"}, seed=14),
-        "perturb_shift": m.predict_perturbation(ctrl, {"condition": "stimulated"}, method="shift", seed=15),
-        "perturb_on_labels": m.predict_perturbation(ctrl, {"condition": "stimulated"}, condition_on_labels=True, depth=30, seed=16),
+        "interpolate_gradient": tl.interpolate(m, start, end, method="gradient", n_positions=4, n_cells=8, depth=60, seed=10),
+        "interpolate_prior": tl.interpolate(m, start, end, method="prior", n_positions=4, n_cells=8, seed=11),
+        "interpolate_latent": tl.interpolate(m, start, end, method="latent", n_positions=4, n_cells=8, seed=12),
+        "interpolate_real_ends": tl.interpolate(m, start, end, method="prior", n_positions=3, n_cells=6, adata=data(), seed=13),
+        "perturb_diffusion": tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, seed=14),
+        "perturb_shift": tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="shift", seed=15),
+        "perturb_on_labels": tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, condition_on_labels=True, depth=30, seed=16),
         "stream": streamed(m, 40, chunk_size=16, conditions={"cell_type": "type2"}, seed=17),
     }
 

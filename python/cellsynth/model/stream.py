@@ -20,10 +20,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .errors import InputError
-from .io.h5ad_stream import H5adWriter
-from .progress import progress
-from .train import _mix
+from ..diffusion.prior import SamplingOptions
+from ..io.h5ad_stream import H5adWriter
+from ..progress import progress
+from ..seeding import mix_seed
+from . import sampling
+from .labels import plan as plan_request
 
 log = logging.getLogger("cellsynth")
 
@@ -61,14 +63,14 @@ def generate_to_file(
     >>> m = CellSynth.load("model_dir")  # doctest: +SKIP
     >>> generate_to_file(m, 1_000_000, "synthetic.h5ad", chunk_size=100_000, seed=0)  # doctest: +SKIP
     """
-    model._check_trained()
+    model.check_trained()
     n_cells = int(n_cells)
     if n_cells < 1:
         raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
-    model._check_guidance(guidance)
-    plan = model._plan(n_cells, conditions, per_condition)
+    opts = SamplingOptions(sampler, steps, variance_weight, eta, guidance, scale).check()
+    plan = plan_request(model, n_cells, conditions, per_condition)
     n_lab = len(model.labels)
     null = model.denoiser.null_condition(1, "cpu")[0].numpy() if n_lab else None
     codes = np.empty((n_cells, n_lab), np.int64)
@@ -84,9 +86,9 @@ def generate_to_file(
         for b, start in enumerate(progress(blocks, desc=f"{sampler} to {Path(path).name}", disable=not progress_bar)):
             m = min(SEED_BLOCK, n_cells - start)
             cond = torch.as_tensor(codes[start : start + m], device=model.device) if n_lab else None
-            g = torch.Generator().manual_seed(_mix(seed, b))
-            z = model._sample(m, cond, guidance, scale, sampler, steps, variance_weight, eta, g, batch_size=SEED_BLOCK, progress_bar=False)
-            x, c = model.decode(z, seed=_mix(seed, b, 1))
+            g = torch.Generator().manual_seed(mix_seed(seed, b))
+            z = sampling.sample(model, m, cond, opts, g, batch_size=SEED_BLOCK)
+            x, c = model.decode(z, seed=mix_seed(seed, b, 1))
             xs.append(sp.csr_matrix(x))  # dense only one block at a time
             cs.append(sp.csr_matrix(c) if c is not None else None)
             held += m
@@ -103,9 +105,8 @@ def generate_to_file(
             col = model.labels[j]
             k = np.where(codes[:, j] == null[j], -1, codes[:, j])
             obs[col] = pd.Categorical.from_codes(k, categories=model.categories[col])
-        uns = {"cellsynth": model._provenance(
-            sampler=sampler, steps=steps, seed=seed, variance_weight=variance_weight, eta=eta, conditions=conditions,
-            per_condition=per_condition, guidance=guidance if asked else "none", scale=scale,
+        uns = {"cellsynth": sampling.provenance(
+            model, opts, seed=seed, conditions=conditions, per_condition=per_condition, guided=bool(asked),
             filter={"method": "none", "keep_fraction": 1.0, "drawn": n_cells, "kept": n_cells},
         ) | {"streamed": {"seed_block": SEED_BLOCK, "chunk_size": int(chunk_size)}}}
         out = w.finish(obs=obs, uns=uns)

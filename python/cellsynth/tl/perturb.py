@@ -36,19 +36,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .errors import InputError
-from .interpolation import _denoise
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import CellSynth
+from ..errors import InputError
+from ..model import CellSynth
 
 log = logging.getLogger("cellsynth")
 
@@ -79,12 +74,12 @@ class LatentShift:
         )
 
 
-def _column_and_levels(model: "CellSynth", condition: dict[str, str], control: str | None) -> tuple[str, str, str]:
+def _column_and_levels(model: CellSynth, condition: dict[str, str], control: str | None) -> tuple[str, str, str]:
     if not isinstance(condition, dict) or len(condition) != 1:
         raise InputError(f"condition must name one column and its target level, e.g. {{'treatment': 'stim'}}; got {condition!r}.")
     (col, target), = condition.items()
     target = str(target)
-    model._codes({col: target})  # unknown column/level or too few cells: clear error
+    model.condition_codes({col: target})  # unknown column/level or too few cells: clear error
     levels = model.categories[col]
     if control is None:
         others = [v for v in levels if v != target]
@@ -94,11 +89,11 @@ def _column_and_levels(model: "CellSynth", condition: dict[str, str], control: s
     control = str(control)
     if control == target:
         raise InputError(f"control and target are both {target!r}.")
-    model._codes({col: control})
+    model.condition_codes({col: control})
     return col, control, target
 
 
-def latent_shift(model: "CellSynth", condition: dict[str, str], *, control: str | None = None) -> LatentShift:
+def latent_shift(model: CellSynth, condition: dict[str, str], *, control: str | None = None) -> LatentShift:
     """The balanced latent shift from ``control`` to the target level of ``condition``.
 
     Examples
@@ -106,7 +101,7 @@ def latent_shift(model: "CellSynth", condition: dict[str, str], *, control: str 
     >>> latent_shift(m, {"condition": "stimulated"})  # doctest: +SKIP
     LatentShift(condition: 'control' -> 'stimulated', |δ| = 1.234, from 3 group(s))
     """
-    model._check_trained()
+    model.check_trained()
     col, control, target = _column_and_levels(model, condition, control)
     j = model.labels.index(col)
     c_code, t_code = model.categories[col].index(control), model.categories[col].index(target)
@@ -133,7 +128,7 @@ def latent_shift(model: "CellSynth", condition: dict[str, str], *, control: str 
 
 @torch.no_grad()
 def predict_perturbation(
-    model: "CellSynth",
+    model: CellSynth,
     adata: ad.AnnData,
     condition: dict[str, str],
     *,
@@ -187,10 +182,10 @@ def predict_perturbation(
     >>> ctrl = adata[(adata.obs.cell_type == "B") & (adata.obs.treatment == "ctrl")]
     >>> pred = m.predict_perturbation(ctrl, {"treatment": "stim"})  # doctest: +SKIP
     """
-    model._check_trained()
+    model.check_trained()
     if model.hparams.decoder != "linear":
         log.info("this model's decoder is %r; latent shifts extrapolate additively only with decoder='linear' "
-                 "(see cellsynth.perturbation)", model.hparams.decoder)
+                 "(see cellsynth.tl.perturb)", model.hparams.decoder)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if adata.n_obs == 0:
@@ -212,7 +207,7 @@ def predict_perturbation(
     n = z.shape[0]
     if method == "diffusion":
         codes = {shift.column: model.categories[shift.column].index(shift.target)}
-        cond = model._cond_tensor(n, codes)
+        cond = model.condition_tensor(n, codes)
         if condition_on_labels:
             for j, c in enumerate(model.labels):
                 if c == shift.column or c not in adata.obs:
@@ -227,9 +222,9 @@ def predict_perturbation(
                 cond[rows, j] = torch.as_tensor(codes[known].astype(np.int64), device=model.device)
         g = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(z.shape, generator=g).to(model.device)
-        abar = model.schedule.alphas_cumprod[depth].to(z.dtype)
-        z = _denoise(model, abar.sqrt() * z + (1 - abar).sqrt() * noise, depth, steps, cond=cond)
-    x, c = model.decode(model._clamp_latent(z), seed=seed)
+        prior = model.prior
+        z = prior.denoise(prior.noise_to(z, depth, noise), depth, steps, cond=cond)
+    x, c = model.decode(model.clamp_latent(z), seed=seed)
     obs = adata.obs.copy()
     obs[shift.column] = pd.Categorical([shift.target] * n, categories=model.categories[shift.column])
     obs["perturbation_method"] = pd.Categorical([method] * n, categories=list(METHODS))

@@ -46,11 +46,11 @@ def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
 
 
 def gene_velocity(path: ad.AnnData, *, window: int = 3, top_per_segment: int = 10, position_key: str = "interpolation_position") -> GeneVelocity:
-    """Rate of change of every gene along ``path`` (output of ``CellSynth.interpolate``).
+    """Rate of change of every gene along ``path`` (output of :func:`cellsynth.tl.interpolate`).
 
     Examples
     --------
-    >>> path = m.interpolate({"cell_type": "A"}, {"cell_type": "B"}, n_steps=10)  # doctest: +SKIP
+    >>> path = cellsynth.tl.interpolate(m, {"cell_type": "A"}, {"cell_type": "B"}, n_positions=10)  # doctest: +SKIP
     >>> vel = cellsynth.gene_velocity(path)  # doctest: +SKIP
     >>> vel.ranking.head(20)  # doctest: +SKIP
     """
@@ -61,7 +61,7 @@ def gene_velocity(path: ad.AnnData, *, window: int = 3, top_per_segment: int = 1
     pos = path.obs[position_key].to_numpy(dtype=float)
     levels = np.unique(pos)
     if levels.size < 2:
-        raise ValueError("the path has a single position; interpolate with n_steps >= 2.")
+        raise ValueError("the path has a single position; interpolate with n_positions >= 2.")
     x = path.X
     means = np.stack([np.asarray((x[pos == p].mean(0))).ravel() if sp.issparse(x) else x[pos == p].mean(0) for p in levels])
     v = np.diff(means, axis=0) / np.diff(levels)[:, None]

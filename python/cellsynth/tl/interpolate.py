@@ -24,20 +24,15 @@ line between the end points; a deep one lets the prior pull them onto the data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .errors import InputError
-from .diffusion import DDIMSampler
-from .diffusion.guidance import CLASSIFIER_SCALE, apply_classifier_guidance, classifier_log_prob_grad
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import CellSynth
+from ..diffusion.guidance import CLASSIFIER_SCALE
+from ..errors import InputError
+from ..model import CellSynth
 
 METHODS = ("gradient", "prior", "latent")
 
@@ -53,12 +48,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
     return torch.where(so.abs() < 1e-6, lin, sph)
 
 
-def _endpoints(model: "CellSynth", cond: dict, adata: ad.AnnData | None, n: int, g: torch.Generator, rng: np.random.Generator) -> torch.Tensor:
+def _endpoints(model: CellSynth, cond: dict, adata: ad.AnnData | None, n: int, g: torch.Generator, rng: np.random.Generator) -> torch.Tensor:
     """``n`` standardised latents of cells in state ``cond``: real cells of ``adata``
     when given (drawn with replacement), else cells generated for that condition."""
-    codes = model._codes(cond)
+    model.condition_codes(cond)  # unknown column or value: a clear error before any work
     if adata is None:
-        return model._sample(n, model._cond_tensor(n, codes), "cfg", None, "ddim", 50, 0.5, 0.0, g, progress_bar=False)
+        return model.sample_latent(n, conditions=cond, generator=g, progress_bar=False)
     mask = np.ones(adata.n_obs, bool)
     for col, value in cond.items():
         if col not in adata.obs:
@@ -71,32 +66,14 @@ def _endpoints(model: "CellSynth", cond: dict, adata: ad.AnnData | None, n: int,
     return torch.as_tensor(z[pick], device=model.device)
 
 
-def _denoise(model: "CellSynth", z: torch.Tensor, start_t: int, steps: int, guide=None, cond: torch.Tensor | None = None) -> torch.Tensor:
-    """DDIM from ``start_t`` to 0, unconditional unless ``cond`` (per-cell codes, null
-    token where a column is not asked for) is given; ``guide(z, t_batch) -> grad`` adds
-    classifier guidance."""
-    s = DDIMSampler(model.schedule)
-    s.set_timesteps(steps, start=start_t)
-    net = model.ema.model
-    if cond is None and model.labels:
-        cond = model.denoiser.null_condition(z.shape[0], model.device)
-    for t in s.timesteps.tolist():
-        tb = torch.full((z.shape[0],), t, device=model.device, dtype=torch.long)
-        eps = model._eps(net, z, tb, cond)
-        if guide is not None:
-            eps = apply_classifier_guidance(eps, guide(z, tb), model.schedule, tb, model.schedule.n_steps // 2)
-        z = s.step(eps, t, z).prev_sample
-    return z
-
-
 @torch.no_grad()
 def interpolate(
-    model: "CellSynth",
+    model: CellSynth,
     start: dict[str, str],
     end: dict[str, str],
     *,
     method: str = "gradient",
-    n_steps: int = 10,
+    n_positions: int = 10,
     n_cells: int = 50,
     adata: ad.AnnData | None = None,
     depth: int | None = None,
@@ -105,7 +82,7 @@ def interpolate(
     steps: int = 50,
     seed: int = 0,
 ) -> ad.AnnData:
-    """Cells along a path from state ``start`` to state ``end`` (``CellSynth.interpolate``).
+    """Cells along a path from state ``start`` to state ``end`` .
 
     ``method``: ``"gradient"`` (scDiffusion's Gradient Interpolation: start cells
     noised to ``depth`` = t0, default 600, and denoised from there under classifier
@@ -116,7 +93,7 @@ def interpolate(
     given (drawn with replacement, paired at random), else cells generated for each
     state. ``steps``: DDIM steps over ``[0, depth]``.
 
-    Returns ``n_cells`` cells at each of ``n_steps`` positions in [0, 1]:
+    Returns ``n_cells`` cells at each of ``n_positions`` positions in [0, 1]:
     ``obs['interpolation_position']``, ``obs['interpolation_method']``,
     ``obs['path_cell']`` (the same index follows one start/end pair along the path)
     and ``obs['synthetic'] = True``; ``X`` log-normalised, ``layers['counts']``.
@@ -124,16 +101,16 @@ def interpolate(
     Examples
     --------
     >>> path = m.interpolate({"bulk_labels": "CD34+"}, {"bulk_labels": "CD14+ Monocyte"},
-    ...                      method="prior", n_steps=8, n_cells=30, adata=adata)  # doctest: +SKIP
+    ...                      method="prior", n_positions=8, n_cells=30, adata=adata)  # doctest: +SKIP
     >>> cellsynth.gene_velocity(path).ranking.head()  # doctest: +SKIP
     """
-    model._check_trained()
+    model.check_trained()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if mix not in ("slerp", "linear"):
         raise ValueError(f"mix must be 'slerp' or 'linear', got {mix!r}.")
-    if int(n_steps) < 2:
-        raise ValueError(f"n_steps must be at least 2 (the two end points), got {n_steps}.")
+    if int(n_positions) < 2:
+        raise ValueError(f"n_positions must be at least 2 (the two end points), got {n_positions}.")
     if int(n_cells) < 1:
         raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
     if not start or not end:
@@ -149,26 +126,18 @@ def interpolate(
             raise InputError(f"method='gradient' steers within the same columns: start names {sorted(start)}, end {sorted(end)}.")
     g = torch.Generator().manual_seed(int(seed))
     rng = np.random.default_rng(seed)
-    n, K = int(n_cells), int(n_steps)
+    n, K = int(n_cells), int(n_positions)
     z0 = _endpoints(model, start, adata, n, g, rng)
     z1 = _endpoints(model, end, adata, n, g, rng)
     noise = torch.randn(z0.shape, generator=g).to(model.device)
-    abar = model.schedule.alphas_cumprod[depth].to(z0.dtype)
+    prior = model.prior
     positions = np.linspace(0.0, 1.0, K)
-    eps_fn = None
     if method == "prior":
-        s = DDIMSampler(model.schedule)
-        s.set_timesteps(steps, start=depth)
-        null = model.denoiser.null_condition(n, model.device) if model.labels else None
-
-        def eps_fn(z, tb):
-            return model._eps(model.ema.model, z, tb, null)
-
-        h0, h1 = s.invert(eps_fn, z0), s.invert(eps_fn, z1)
+        h0, h1 = prior.invert(z0, depth, steps), prior.invert(z1, depth, steps)
     if method == "gradient":
-        c0, c1 = model._codes(start), model._codes(end)
+        c0, c1 = model.condition_codes(start), model.condition_codes(end)
         gamma = float(CLASSIFIER_SCALE if scale is None else scale)
-        x_init = abar.sqrt() * z0 + (1 - abar).sqrt() * noise  # Eq. 7
+        x_init = prior.noise_to(z0, depth, noise)  # Eq. 7
 
     out = []
     for a in positions:
@@ -176,19 +145,20 @@ def interpolate(
             t0 = [torch.full((n,), c0[col], dtype=torch.long, device=model.device) if col in c0 else None for col in model.labels]
             t1 = [torch.full((n,), c1[col], dtype=torch.long, device=model.device) if col in c1 else None for col in model.labels]
             w0, w1 = [gamma * (1 - a)] * len(model.labels), [gamma * a] * len(model.labels)
+            g0, g1 = prior.classifier_guide(t0, w0), prior.classifier_guide(t1, w1)
 
-            def guide(z, tb, t0=t0, t1=t1, w0=w0, w1=w1):  # Eq. 6
-                return classifier_log_prob_grad(model.classifiers, z, tb, t0, w0) + classifier_log_prob_grad(model.classifiers, z, tb, t1, w1)
+            def guide(z, tb, g0=g0, g1=g1):  # Eq. 6
+                return g0(z, tb) + g1(z, tb)
 
-            z = _denoise(model, x_init.clone(), depth, steps, guide)
+            z = prior.denoise(x_init.clone(), depth, steps, guide=guide)
         elif method == "prior":
             zt = slerp(h0, h1, float(a)) if mix == "slerp" else (1 - a) * h0 + a * h1
-            z = _denoise(model, zt, depth, steps)
+            z = prior.denoise(zt, depth, steps)
         else:
             zm = (1 - a) * z0 + a * z1
-            z = _denoise(model, abar.sqrt() * zm + (1 - abar).sqrt() * noise, depth, steps)
+            z = prior.denoise(prior.noise_to(zm, depth, noise), depth, steps)
         out.append(z)
-    x, c = model.decode(model._clamp_latent(torch.cat(out)), seed=seed)
+    x, c = model.decode(model.clamp_latent(torch.cat(out)), seed=seed)
     obs = pd.DataFrame(
         {
             "interpolation_position": np.repeat(positions, n),

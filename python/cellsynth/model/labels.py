@@ -4,11 +4,15 @@ turn them into label codes; plan per-condition generation at training proportion
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import InputError
+from ..data.cluster import leiden_clusters
+from ..errors import InputError
+
+log = logging.getLogger("cellsynth")
 
 
 def _listing(values: list[str], limit: int = 25) -> str:
@@ -80,3 +84,65 @@ def proportional_plan(n: int, combos: list[tuple[tuple[int, ...], int]], seed: i
     order = np.lexsort((rng.random(len(combos)), -(exact - base)))
     base[order[:rest]] += 1
     return [(key, int(k)) for (key, _), k in zip(combos, base) if k > 0]
+
+
+def label_summary(labels: list[str], codes: dict[str, np.ndarray], categories: dict[str, list[str]]) -> tuple[dict, list]:
+    """Training cells per label (``{column: {value: n}}``) and per label combination
+    (``[[code, ..., n], ...]``, sorted by codes)."""
+    counts = {
+        c: {name: int(k) for name, k in zip(categories[c], np.bincount(codes[c], minlength=len(categories[c])))}
+        for c in labels
+    }
+    if not labels:
+        return counts, []
+    keys, k = np.unique(np.stack([codes[c] for c in labels], 1), axis=0, return_counts=True)
+    return counts, [[*map(int, key), int(n)] for key, n in zip(keys, k)]
+
+
+def plan(model, n: int, conditions, per_condition: bool) -> list[tuple[dict[str, int], int]]:
+    """``[(codes, n_cells), ...]``: the request split by condition (training proportions
+    with ``per_condition``)."""
+    hp = model.hparams
+    if not per_condition:
+        return [(model.condition_codes(conditions), n)]
+    if conditions:
+        raise InputError("Give either conditions or per_condition=True, not both.")
+    if not model.labels:
+        raise InputError("per_condition needs a model trained with condition columns (labels=[...]).")
+    usable, skipped = [], []
+    for *key, count in model.combinations:
+        names = [model.categories[c][k] for c, k in zip(model.labels, key)]
+        if all(model.label_counts[c][v] >= hp.min_cells_per_label for c, v in zip(model.labels, names)):
+            usable.append((tuple(key), count))
+        else:
+            skipped.append("/".join(names))
+    if skipped:
+        log.warning("per_condition: skipping label(s) with fewer than %d training cells: %s", hp.min_cells_per_label, ", ".join(skipped))
+    return [({c: k for c, k in zip(model.labels, key)}, m) for key, m in proportional_plan(n, usable)]
+
+
+def add_clusters(d, resolution: float, seed: int) -> str | None:
+    """Add Leiden clusters of the cells as a label column of ``d`` (SCLD's
+    pre-guidance); returns the column's name, or None with too few cells."""
+    name = "cluster" if "cluster" not in d.labels else "cellsynth_cluster"
+    if d.x_log.shape[0] < 10:
+        log.warning("too few cells (%d) to cluster; training without cluster conditions", d.x_log.shape[0])
+        return None
+    found = leiden_clusters(d.x_log, resolution=resolution, seed=seed)
+    cats = sorted(set(found), key=lambda v: (len(v), v))
+    d.labels[name] = np.asarray([cats.index(v) for v in found], dtype=np.int64)
+    d.categories[name] = cats
+    log.info("conditioning on %d Leiden clusters (column %r)", len(cats), name)
+    return name
+
+
+def condition_tensor(model, n: int, codes: dict[str, int]):
+    """Per-cell condition codes (n, columns), the null token for columns not asked for;
+    None for a model without labels."""
+    if not model.labels:
+        return None
+    c = model.denoiser.null_condition(n, model.device)
+    for j, col in enumerate(model.labels):
+        if col in codes:
+            c[:, j] = codes[col]
+    return c

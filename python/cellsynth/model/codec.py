@@ -1,0 +1,135 @@
+"""Between genes and the diffusion latent: encoding cells, decoding latents to
+log-normalised expression and NB counts, and the per-gene count calibration.
+
+The diffusion latent is the encoder's latent with, for count-level models, the log
+library size as one more column; the model standardises it with ``latent_mean`` /
+``latent_std``. Functions here take the model and read its encoder and statistics.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import torch
+
+from ..calibration import MAX_CELLS as CALIBRATION_CELLS
+from ..calibration import calibrate
+from ..counts import sample_nb
+from ..data.backed import BackedData
+from ..data.intake import normalise_log, prepare
+from ..errors import InputError
+from ..progress import progress
+
+#: cells per encoder / decoder pass
+BATCH = 4096
+
+
+@torch.no_grad()
+def raw_latent(model, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+    """Unstandardised diffusion latents of log-normalised cells ``x``."""
+    model.encoder.eval()
+    z = torch.cat([model.encoder.encode(x[i : i + BATCH]) for i in range(0, x.shape[0], BATCH)])
+    if model.count_level:
+        z = torch.cat([z, torch.log(library.clamp(min=1))[:, None]], 1)
+    return z
+
+
+@torch.no_grad()
+def backed_latent(model, d: BackedData, progress_bar: bool) -> torch.Tensor:
+    """Encoder pre-pass over the file, block by block, into one (cells, dims) array."""
+    model.encoder.eval()
+    out = torch.empty((d.n_cells, model.diff_dim), device=model.device)
+    at = 0
+    with d.reader() as r:
+        for s in progress(d.blocks(), desc="encoding", disable=not progress_bar or not model.dist.is_main):
+            x, _, lib = d.read(r, s, min(s + d.block, d.n_rows))
+            z = raw_latent(model, torch.as_tensor(x, device=model.device), torch.as_tensor(lib, device=model.device))
+            out[at : at + len(z)] = z
+            at += len(z)
+    return out
+
+
+def align(model, adata: ad.AnnData) -> ad.AnnData:
+    """``adata`` restricted to the model's genes, in the model's order."""
+    missing = [g for g in model.genes if g not in set(adata.var_names)]
+    if missing:
+        raise InputError(
+            f"{len(missing)} of the model's {len(model.genes)} genes are missing from the data "
+            f"(e.g. {missing[:5]}); the data must contain the model's gene list (model.genes)."
+        )
+    return adata[:, model.genes]
+
+
+def latent_of(model, adata: ad.AnnData, standardised: bool = True) -> np.ndarray:
+    """Diffusion latents of real cells (see :meth:`CellSynth.get_latent`)."""
+    p = prepare(align(model, adata), layer=None)
+    x = torch.as_tensor(p.x_log, device=model.device)
+    z = raw_latent(model, x, torch.as_tensor(p.library, device=model.device))
+    if standardised:
+        z = (z - model.latent_mean) / model.latent_std
+    return z.cpu().numpy()
+
+
+@torch.no_grad()
+def fit_calibration(model, d, z: torch.Tensor | None) -> None:
+    """Per-gene count calibration (``cellsynth.calibration``) from at most
+    ``CALIBRATION_CELLS`` training cells (fewer for many genes), drawn with the
+    model's seed; ``z``: the raw latents of all cells (in memory) or None (backed:
+    random blocks are read and encoded)."""
+    n_genes = len(model.genes)
+    budget = max(200, min(CALIBRATION_CELLS, 20_000_000 // max(n_genes, 1)))
+    rng = np.random.default_rng(model.seed)
+    if z is not None:
+        n = z.shape[0]
+        rows = np.arange(n) if n <= budget else np.sort(rng.choice(n, budget, replace=False))
+        zc, counts, lib = z[torch.as_tensor(rows, device=z.device)], d.counts[rows], d.library[rows]
+    else:
+        starts = np.asarray(d.blocks())
+        parts, at = [], 0
+        with d.reader() as r:
+            for i in rng.permutation(len(starts)):
+                x, c, lb = d.read(r, int(starts[i]), min(int(starts[i]) + d.block, d.n_rows))
+                parts.append((x, c.toarray() if hasattr(c, "toarray") else c, lb))
+                at += len(x)
+                if at >= budget:
+                    break
+        x, counts, lib = (np.concatenate(p) for p in zip(*parts))
+        zc = raw_latent(model, torch.as_tensor(x, device=model.device), torch.as_tensor(lib, device=model.device))
+    counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
+    model.encoder.eval()
+    k = model.hparams.latent_dim
+    outs = [model.encoder.decode(zc[i : i + BATCH, :k]) for i in range(0, zc.shape[0], BATCH)]
+    rho = torch.cat([o.rho for o in outs])
+    model.calibration = calibrate(
+        rho.double().cpu(), torch.as_tensor(np.asarray(lib), dtype=torch.float64),
+        torch.as_tensor(counts, dtype=torch.float64), outs[0].theta.double().cpu(),
+    )
+
+
+@torch.no_grad()
+def decode(model, zs: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Standardised latents -> (log-normalised X, NB counts or None)."""
+    z = zs * model.latent_std + model.latent_mean
+    rng = np.random.default_rng(seed)
+    hp = model.hparams
+    xs, cs = [], []
+    for i in range(0, z.shape[0], BATCH):
+        zb = z[i : i + BATCH]
+        out = model.encoder.decode(zb[:, : hp.latent_dim])
+        if model.count_level:
+            lib = torch.exp(zb[:, -1]).cpu().numpy().astype(np.float64)
+            rho, theta = out.rho, out.theta
+            if model.calibration is not None:
+                rho, theta = model.calibration.apply(rho.double()), model.calibration.theta
+            mean = rho.cpu().numpy().astype(np.float64) * lib[:, None]
+            theta = theta.cpu().numpy()
+            c = sample_nb(mean, theta, rng)
+            empty = c.sum(1) == 0
+            while empty.any():  # vanishingly rare; redraw rather than emit an empty cell
+                c[empty] = sample_nb(mean[empty], theta[empty] if theta.ndim == 2 else theta, rng)
+                empty = c.sum(1) == 0
+            cs.append(c)
+            xs.append(normalise_log(c).astype(np.float32))
+        else:
+            xs.append(out.logexpr.cpu().numpy().astype(np.float32))
+    return np.concatenate(xs), (np.concatenate(cs) if cs else None)

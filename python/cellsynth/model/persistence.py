@@ -1,0 +1,115 @@
+"""Model files: ``config.json`` + ``weights.safetensors`` + ``genes.txt`` (written and
+checked by :mod:`cellsynth.io.checkpoint`); never pickles.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import anndata as ad
+import torch
+
+from .._version import __version__
+from ..calibration import CountCalibration
+from ..errors import InputError, ModelFileError
+from ..io.checkpoint import load_model, save_model
+from .config import STATS
+from .networks import build
+
+
+def config(model) -> dict:
+    """``config.json`` of a trained model."""
+    return {
+        "cellsynth_version": __version__,
+        "hyperparameters": asdict(model.hparams),
+        "seed": model.seed,
+        "labels": model.labels,
+        "categories": model.categories,
+        "input_kind": model.input_kind,
+        "n_genes": len(model.genes),
+        "label_counts": model.label_counts,
+        "combinations": model.combinations,
+        "cluster_column": model.cluster_column,
+        "has_discriminator": model.has_discriminator,
+        "count_calibration": model.calibration is not None,
+        # class index -> label of each latent classifier (same order as categories)
+        "classifier_classes": {c: {str(i): v for i, v in enumerate(model.categories[c])} for c in model.labels},
+    }
+
+
+def save(model, directory: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write ``model`` to ``directory`` (see :meth:`CellSynth.save`)."""
+    model.check_trained()
+    tensors = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    tensors |= {f"denoiser.{k}": v for k, v in model.denoiser.state_dict().items()}
+    tensors |= {f"ema.{k}": v for k, v in model.ema.model.state_dict().items()}
+    tensors |= {f"classifiers.{k}": v for k, v in model.classifiers.state_dict().items()}
+    if model.has_discriminator:
+        tensors |= {f"discriminator.{k}": v for k, v in model.discriminator.state_dict().items()}
+    for name in STATS:
+        tensors[f"stats.{name}"] = getattr(model, name)
+    if model.calibration is not None:
+        tensors["calibration.scale"] = model.calibration.scale.double()
+        tensors["calibration.theta"] = model.calibration.theta.double()
+    save_model(directory, config(model), tensors, model.genes, overwrite=overwrite)
+
+
+def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, device: str | None = None):
+    """A ``cls`` (:class:`CellSynth`) read from ``directory`` (see :meth:`CellSynth.load`)."""
+    cfg, tensors, genes = load_model(directory)
+    try:
+        m = cls(None, seed=cfg["seed"], device=device, **cfg["hyperparameters"])
+        m.genes = genes
+        if len(genes) != cfg["n_genes"]:
+            raise ModelFileError(f"genes.txt lists {len(genes)} genes but config.json says {cfg['n_genes']}.")
+        m.labels = list(cfg["labels"])
+        m.categories = {k: list(v) for k, v in cfg["categories"].items()}
+        m.input_kind = cfg["input_kind"]
+        m.label_counts = {c: {k: int(v) for k, v in d.items()} for c, d in cfg["label_counts"].items()}
+        m.combinations = [list(map(int, r)) for r in cfg["combinations"]]
+        m.cluster_column = cfg["cluster_column"]
+        has_disc = bool(cfg["has_discriminator"])
+        calibrated = bool(cfg.get("count_calibration", False))  # absent in models saved before it existed
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
+    build(m)
+    try:
+        modules = [("encoder.", m.encoder), ("denoiser.", m.denoiser), ("ema.", m.ema.model), ("classifiers.", m.classifiers)]
+        if has_disc:
+            modules.append(("discriminator.", m.discriminator))
+        for prefix, module in modules:
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(sd, strict=True)
+        for name in STATS:
+            setattr(m, name, tensors[f"stats.{name}"].to(m.device))
+        if m.combination_means.shape != (len(m.combinations), m.diff_dim):
+            raise KeyError(f"stats.combination_means has shape {tuple(m.combination_means.shape)}")
+        if calibrated:
+            scale, theta = tensors["calibration.scale"], tensors["calibration.theta"]
+            if scale.shape != (len(genes),) or theta.shape != (len(genes),):
+                raise KeyError(f"calibration tensors have shapes {tuple(scale.shape)}, {tuple(theta.shape)}")
+            m.calibration = CountCalibration(scale.to(m.device, torch.float64), theta.to(m.device, torch.float64))
+    except (RuntimeError, KeyError) as e:
+        raise ModelFileError(f"The weights in {directory} do not fit the configured model ({e}).") from e
+    m.has_discriminator = has_disc
+    for module in (m.encoder, m.denoiser, m.classifiers, m.discriminator):
+        module.eval()
+    m.is_trained = True
+    if adata is not None:
+        m.check_genes(adata)
+    return m
+
+
+def check_genes(model, adata: ad.AnnData) -> None:
+    """Raise unless ``adata`` has exactly the model's genes, in order."""
+    have = [str(g) for g in adata.var_names]
+    if have != model.genes:
+        missing = sorted(set(model.genes) - set(have))
+        extra = sorted(set(have) - set(model.genes))
+        raise InputError(
+            f"The data's genes do not match the model's ({len(have)} vs {len(model.genes)} genes; "
+            f"{len(missing)} missing e.g. {missing[:3]}, {len(extra)} extra e.g. {extra[:3]}"
+            + ("; same genes, different order" if not missing and not extra else "")
+            + "). Subset/reorder with adata[:, model.genes]."
+        )

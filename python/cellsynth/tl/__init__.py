@@ -1,0 +1,16 @@
+"""Tools on a trained model, scanpy-style: paths between states, perturbation
+responses, gene velocity along a path.
+
+Examples
+--------
+>>> import cellsynth
+>>> path = cellsynth.tl.interpolate(m, {"cell_type": "A"}, {"cell_type": "B"})  # doctest: +SKIP
+>>> vel = cellsynth.tl.gene_velocity(path)  # doctest: +SKIP
+>>> pred = cellsynth.tl.predict_perturbation(m, ctrl, {"treatment": "stim"})  # doctest: +SKIP
+"""
+
+from .interpolate import interpolate, slerp
+from .perturb import LatentShift, latent_shift, predict_perturbation
+from .velocity import GeneVelocity, gene_velocity
+
+__all__ = ["GeneVelocity", "LatentShift", "gene_velocity", "interpolate", "latent_shift", "predict_perturbation", "slerp"]
