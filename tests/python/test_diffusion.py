@@ -114,12 +114,13 @@ def test_ddim_with_exact_eps_returns_x0():
 
 def test_ddim_inversion_round_trip_with_trained_like_denoiser():
     """Invert then sample back with a smooth eps model: recovers the start (DDIM is invertible)."""
+    g = torch.Generator().manual_seed(0)  # seeded: over 40 seeds the error ranged 0.010-0.026
     s = NoiseSchedule("linear", 1000)
-    w = torch.randn(4, 4) * 0.1
+    w = torch.randn(4, 4, generator=g) * 0.1
     eps_fn = lambda z, t: torch.tanh(z @ w)  # noqa: E731
     d = DDIMSampler(s)
     d.set_timesteps(200, start=600)
-    z0 = torch.randn(32, 4)
+    z0 = torch.randn(32, 4, generator=g)
     zT = d.invert(eps_fn, z0, depth=600)
     assert (zT - z0).abs().mean() > 0.1  # it really moved
     x = zT
