@@ -28,12 +28,11 @@ class DDIMSampler:
     50
     """
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_x0: float | None = None):
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0):
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}.")
         self.schedule = schedule
         self.eta = eta
-        self.clip_x0 = clip_x0
         self.set_timesteps(50)
 
     def set_timesteps(self, n: int, start: int | None = None) -> None:
@@ -61,22 +60,15 @@ class DDIMSampler:
         t: int,
         z: torch.Tensor,
         generator: torch.Generator | None = None,
-        mean_shift: torch.Tensor | None = None,
     ) -> StepOutput:
-        """One step ``z_t -> z_prev`` on the grid. ``mean_shift`` is accepted for API
-        symmetry with DDPM; guidance for DDIM is applied by shifting ``eps`` instead."""
+        """One step ``z_t -> z_prev`` on the grid (guidance shifts ``eps`` before it)."""
         t = int(t)
         prev = self._prev(t)
         a_t, a_prev = self._abar(t, z), self._abar(prev, z)
         x0 = (z - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if self.clip_x0 is not None:
-            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
-            eps = (z - a_t.sqrt() * x0) / (1 - a_t).sqrt()
         sigma = self.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
         direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
         out = a_prev.sqrt() * x0 + direction
-        if mean_shift is not None:
-            out = out + mean_shift
         if self.eta > 0 and prev >= 0:
             out = out + sigma * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         return StepOutput(out, x0)

@@ -35,12 +35,11 @@ class DDPMSampler:
     >>> out = sampler.step(torch.zeros_like(z), 999, z)
     """
 
-    def __init__(self, schedule: NoiseSchedule, variance_weight: float = 0.5, clip_x0: float | None = None):
+    def __init__(self, schedule: NoiseSchedule, variance_weight: float = 0.5):
         if not 0.0 <= variance_weight <= 1.0:
             raise ValueError(f"variance_weight must lie in [0, 1], got {variance_weight}.")
         self.schedule = schedule
         self.w = variance_weight
-        self.clip_x0 = clip_x0
         self.timesteps = torch.arange(schedule.n_steps - 1, -1, -1)
 
     def set_timesteps(self, n: int | None = None, start: int | None = None) -> None:
@@ -60,8 +59,6 @@ class DDPMSampler:
         """Posterior mean mu_theta(z_t, t) (scDiffusion Eq. 4) and the predicted z_0."""
         s = self.schedule
         x0 = s.predict_x0(z, eps, t)
-        if self.clip_x0 is not None:
-            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         mu = extract(s.posterior_mean_coef1, t, z.shape) * x0 + extract(s.posterior_mean_coef2, t, z.shape) * z
         return mu, x0
 
@@ -71,17 +68,10 @@ class DDPMSampler:
         t: int,
         z: torch.Tensor,
         generator: torch.Generator | None = None,
-        mean_shift: torch.Tensor | None = None,
     ) -> StepOutput:
-        """One ancestral step ``z_t -> z_{t-1}``.
-
-        ``mean_shift`` is added to the mean before noise is drawn; classifier guidance
-        passes ``sigma_t^2 * gamma * grad log p(y | z_t)`` here.
-        """
+        """One ancestral step ``z_t -> z_{t-1}`` (guidance shifts ``eps`` before it)."""
         tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
         mu, x0 = self.mean(eps, tt, z)
-        if mean_shift is not None:
-            mu = mu + mean_shift
         if t == 0:
             return StepOutput(mu, x0)
         noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)

@@ -75,6 +75,8 @@ class Hyperparameters:
             raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}.")
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}.")
+        if self.dispersion != "gene":
+            raise ValueError(f"dispersion must be 'gene' (one NB dispersion per gene), got {self.dispersion!r}.")
         if self.latent_dim < 1:
             raise ValueError("latent_dim must be positive.")
 

@@ -107,7 +107,7 @@ def fit(
         model.history["encoder"] = train_encoder(model.encoder, x, counts, library, strata=strata, **enc_kw)
     z = backed_latent(model, d, progress_bar) if backed else raw_latent(model, x, library)
     model.calibration = None
-    if model.count_level and hp.count_calibration and hp.dispersion == "gene":
+    if model.count_level and hp.count_calibration:
         fit_calibration(model, d, None if backed else z)
     model.latent_mean = z.mean(0)
     model.latent_std = z.std(0).clamp(min=1e-6)

@@ -22,7 +22,6 @@ def build(model) -> None:
         hidden=hp.encoder_hidden,
         likelihood="nb" if model.count_level else "mse",
         dropout=hp.encoder_dropout,
-        dispersion=hp.dispersion,
         decoder=hp.decoder,
     ).to(model.device)
     model.diff_dim = hp.latent_dim + (1 if model.count_level else 0)

@@ -35,7 +35,7 @@ class DecoderOutput:
     """Decoded gene-space parameters for a batch of latents."""
 
     rho: torch.Tensor  # (n, genes) proportions summing to one
-    theta: torch.Tensor | None  # (genes,) or (n, genes) NB inverse dispersion, count-level only
+    theta: torch.Tensor | None  # (genes,) NB inverse dispersion, count-level only
     logexpr: torch.Tensor | None  # (n, genes) log-normalised prediction, log-level only
 
 
@@ -74,36 +74,24 @@ class GeneDecoder(nn.Module):
     models; a log-level model's prediction goes through a softplus after it).
     """
 
-    def __init__(self, n_genes: int, latent_dim: int, hidden: list[int], likelihood: str = "nb", dropout: float = 0.0, dispersion: str = "gene", kind: str = "mlp"):
+    def __init__(self, n_genes: int, latent_dim: int, hidden: list[int], likelihood: str = "nb", dropout: float = 0.0, kind: str = "mlp"):
         super().__init__()
         if likelihood not in ("nb", "mse"):
             raise ValueError(f"likelihood must be 'nb' or 'mse', got {likelihood!r}.")
-        if dispersion not in ("gene", "gene-cell"):
-            raise ValueError(f"dispersion must be 'gene' or 'gene-cell', got {dispersion!r}.")
         if kind not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}.")
         self.likelihood = likelihood
-        self.dispersion = dispersion
         self.kind = kind
         dims = [latent_dim, *hidden[::-1]] if kind == "mlp" else [latent_dim]
         self.body = mlp(dims, dropout)
         self.out = nn.Linear(dims[-1], n_genes)
         # log inverse-dispersion per gene (NB only; kept for a fixed state-dict layout)
         self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
-        # per-cell offsets to it, predicted from the latent ("gene-cell", as in scVI)
-        self.theta_head = nn.Linear(dims[-1], n_genes) if dispersion == "gene-cell" else None
-        if self.theta_head is not None:
-            nn.init.zeros_(self.theta_head.weight)
-            nn.init.zeros_(self.theta_head.bias)
 
     def forward(self, z: torch.Tensor) -> DecoderOutput:
-        body = self.body(z)
-        h = self.out(body)
+        h = self.out(self.body(z))
         if self.likelihood == "nb":
-            log_theta = self.log_theta
-            if self.theta_head is not None:
-                log_theta = log_theta + self.theta_head(body)
-            return DecoderOutput(rho=F.softmax(h, -1), theta=log_theta.clamp(-8, 12).exp(), logexpr=None)
+            return DecoderOutput(rho=F.softmax(h, -1), theta=self.log_theta.clamp(-8, 12).exp(), logexpr=None)
         logexpr = F.softplus(h)
         rho = torch.expm1(logexpr).clamp(min=0)
         rho = rho / rho.sum(-1, keepdim=True).clamp(min=1e-8)
@@ -131,13 +119,13 @@ class AutoEncoder(nn.Module):
 
     variational = False
 
-    def __init__(self, n_genes: int, latent_dim: int = 128, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.2, dispersion: str = "gene", decoder: str = "mlp"):
+    def __init__(self, n_genes: int, latent_dim: int = 128, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.2, decoder: str = "mlp"):
         super().__init__()
         hidden = list(hidden or [512, 256])
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = mlp([n_genes, *hidden], dropout)
         self.to_latent = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion, decoder)
+        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.encoder(x))
@@ -166,14 +154,14 @@ class VAE(nn.Module):
 
     variational = True
 
-    def __init__(self, n_genes: int, latent_dim: int = 32, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.0, dispersion: str = "gene", decoder: str = "mlp"):
+    def __init__(self, n_genes: int, latent_dim: int = 32, hidden: list[int] | None = None, likelihood: str = "nb", dropout: float = 0.1, input_dropout: float = 0.0, decoder: str = "mlp"):
         super().__init__()
         hidden = list(hidden or [512, 256])
         self.input_dropout = nn.Dropout(input_dropout)
         self.encoder = mlp([n_genes, *hidden], dropout)
         self.to_mean = nn.Linear(hidden[-1], latent_dim)
         self.to_logvar = nn.Linear(hidden[-1], latent_dim)
-        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, dispersion, decoder)
+        self.decoder = GeneDecoder(n_genes, latent_dim, hidden, likelihood, dropout, decoder)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
