@@ -1,12 +1,12 @@
 # Two commands on a fresh machine:
 #   make demo   installs everything into .venv/ and runs the demo on bundled data
-#   make test   installs everything into .venv/ (and R from Debian if missing), runs pytest and R CMD check
+#   make test   installs everything into .venv/ (and R from Debian if missing), runs pytest, builds the docs, runs R CMD check
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test test-python test-slow rcheck r-deps bench clean
+.PHONY: install demo test test-python test-slow docs rcheck r-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,20 @@ R_PKGS := SeuratObject reticulate Matrix ggplot2 rlang testthat knitr rmarkdown 
 # CELLSYNTH_REQUIRE_ENGINE=1: the R tests fail, rather than skip, when R cannot reach the engine
 RENV := R_LD_LIBRARY_PATH=/usr/lib/R/lib RETICULATE_PYTHON=$(abspath $(BIN)/python) CELLSYNTH_PROGRESS=0 CELLSYNTH_REQUIRE_ENGINE=1
 
-test: test-python rcheck
+test: test-python docs rcheck
 
 test-python: install
 	CELLSYNTH_PROGRESS=0 $(BIN)/python -m pytest -q
+
+# the user guide and API reference (Sphinx + MyST, autodoc from the numpydoc docstrings);
+# warnings are errors
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[docs]" "numpy<2"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "cellsynth: docs in docs/_build/html/index.html"
 
 r-deps:
 	@if Rscript -e 'quit(status = !all(vapply(strsplit("$(R_PKGS)", " ")[[1]], requireNamespace, logical(1), quietly = TRUE)))' >/dev/null 2>&1; then :; \
@@ -65,4 +75,4 @@ bench: install
 	$(BIN)/python benchmarks/fidelity.py
 
 clean:
-	rm -rf $(VENV) build $(DEMO_OUT)
+	rm -rf $(VENV) build $(DEMO_OUT) docs/_build
