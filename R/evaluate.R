@@ -23,7 +23,7 @@
 #'   ev$metrics
 #' }
 #' @export
-EvaluateCells <- function(real, generated, assay = NULL, n.pcs = 50, seed.use = 42, plot = TRUE) {
+EvaluateCells <- function(real, generated, assay = NULL, n.pcs = 50, seed.use = 0, plot = TRUE) {
   .check_seurat(real, "real")
   .check_seurat(generated, "generated")
   a1 <- .check_assay(real, assay)

@@ -69,7 +69,7 @@
 GenerateCells <- function(object, n.cells = NULL, condition = NULL, group.by = NULL, per.condition = NULL,
                           guidance = c("cfg", "classifier"), scale = NULL, filter = NULL, keep.fraction = 0.8,
                           merge = FALSE, assay = NULL, model.dir = NULL, hyperparameters = list(),
-                          seed.use = 42, verbose = TRUE, ...) {
+                          seed.use = 0, verbose = TRUE, ...) {
   .check_seurat(object)
   guidance <- match.arg(guidance)
   n.cells <- n.cells %||% ncol(object)
@@ -83,8 +83,7 @@ GenerateCells <- function(object, n.cells = NULL, condition = NULL, group.by = N
   got <- .stored_or_train(object, group.by, assay, model.dir, hyperparameters, seed.use, verbose)
   object <- got$object
   tool <- got$tool
-  eng <- .engine()
-  m <- .py(eng$cellsynth$CellSynth$load(tool$model.dir))
+  m <- .load_model(tool)
   per.condition <- per.condition %||% (is.null(condition) && length(tool$labels) > 0)
   if (verbose) message("Generating ", n.cells, " cells", if (length(condition)) paste0(" with ", paste(names(condition), unlist(condition), sep = " = ", collapse = ", ")) else "")
   gen <- .py(m$generate(as.integer(n.cells), conditions = if (length(condition)) condition else NULL,
@@ -92,9 +91,8 @@ GenerateCells <- function(object, n.cells = NULL, condition = NULL, group.by = N
                         filter = filter, keep_fraction = keep.fraction, seed = as.integer(seed.use),
                         progress_bar = verbose, ...))
   syn <- .as_seurat(gen, assay = tool$assay, project = "cellsynth")
-  methods::slot(syn, "tools")[["TrainCellSynth"]] <- tool
-  methods::slot(syn, "misc")[["cellsynth"]] <- list(
-    model.dir = tool$model.dir, n.cells = n.cells, condition = condition, guidance = guidance,
+  SeuratObject::Tool(syn) <- list(
+    model = tool, n.cells = n.cells, condition = condition, guidance = guidance,
     filter = filter %||% "none", seed.use = seed.use
   )
   if (!merge) return(syn)

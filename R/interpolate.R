@@ -21,13 +21,13 @@
 #'   seu <- SeuratObject::pbmc_small
 #'   path <- InterpolateCells(seu, from = list(groups = "g1"), to = list(groups = "g2"),
 #'                            method = "latent", n.positions = 4, n.cells = 5,
-#'                            hyperparameters = list(diffusion.positions = 300, encoder.epochs = 30))
+#'                            hyperparameters = list(diffusion.steps = 300, encoder.epochs = 30))
 #'   table(path$interpolation_position)
 #' }
 #' @export
 InterpolateCells <- function(object, from, to, method = c("gradient", "prior", "latent"), n.positions = 10,
                              n.cells = 50, depth = NULL, assay = NULL, model.dir = NULL,
-                             hyperparameters = list(), seed.use = 42, verbose = TRUE) {
+                             hyperparameters = list(), seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   method <- match.arg(method)
   from <- .check_condition(object, from)
@@ -38,13 +38,13 @@ InterpolateCells <- function(object, from, to, method = c("gradient", "prior", "
   object <- got$object
   tool <- got$tool
   eng <- .engine()
-  m <- .py(eng$cellsynth$CellSynth$load(tool$model.dir))
+  m <- .load_model(tool)
   cells <- .as_anndata(object, tool$assay, columns = group.by)
   if (verbose) message("Interpolating (", method, "): ", n.cells, " cells at each of ", n.positions, " positions")
   path <- .py(eng$cellsynth$tl$interpolate(m, from, to, method = method, n_positions = as.integer(n.positions), n_cells = as.integer(n.cells),
                             adata = cells, depth = if (is.null(depth)) NULL else as.integer(depth),
                             seed = as.integer(seed.use)))
   out <- .as_seurat(path, assay = tool$assay, project = "cellsynth")
-  methods::slot(out, "tools")[["TrainCellSynth"]] <- tool
+  SeuratObject::Tool(out) <- list(model = tool, from = from, to = to, method = method, seed.use = seed.use)
   out
 }

@@ -38,7 +38,7 @@
 #' @export
 PredictPerturbation <- function(object, condition, cells = NULL, group.by = NULL, control = NULL,
                                 method = c("diffusion", "shift"), depth = NULL, assay = NULL, model.dir = NULL,
-                                hyperparameters = list(), seed.use = 42, verbose = TRUE) {
+                                hyperparameters = list(), seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   method <- match.arg(method)
   condition <- .check_condition(object, condition)
@@ -62,12 +62,12 @@ PredictPerturbation <- function(object, condition, cells = NULL, group.by = NULL
   got <- .stored_or_train(object, labels, assay, model.dir, hyperparameters, seed.use, verbose, subset = TRUE)
   tool <- got$tool
   eng <- .engine()
-  m <- .py(eng$cellsynth$CellSynth$load(tool$model.dir))
+  m <- .load_model(tool)
   ctrl <- .as_anndata(got$object[, cells], tool$assay, columns = labels)
   if (verbose) message("Predicting ", column, " = ", condition[[column]], " for ", length(cells), " cells (", method, ")")
   pred <- .py(eng$cellsynth$tl$predict_perturbation(m, ctrl, condition, control = control, method = method,
                                      depth = if (is.null(depth)) NULL else as.integer(depth), seed = as.integer(seed.use)))
   out <- .as_seurat(pred, assay = tool$assay, project = "cellsynth")
-  methods::slot(out, "tools")[["TrainCellSynth"]] <- tool
+  SeuratObject::Tool(out) <- list(model = tool, condition = condition, method = method, seed.use = seed.use)
   out
 }

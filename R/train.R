@@ -35,7 +35,7 @@
 #'
 #' @param object A Seurat object with counts (preferred) or log-normalised data.
 #' @param group.by `meta.data` columns to condition on (cell type, tissue,
-#'   treatment...). `NULL`: condition on Leiden clusters of the data (see `clusters`).
+#'   treatment...). `NULL`: no condition columns (see `clusters` for Leiden clusters).
 #' @param assay Assay to use (default: the default assay).
 #' @param model.dir Directory for the model files. Default: a directory under
 #'   [tempdir()], gone when R ends; give one to keep the model.
@@ -45,7 +45,7 @@
 #' @param hyperparameters Named list of engine hyper-parameters (dot.case or
 #'   snake_case), e.g. `list(diffusion.steps = 2000, encoder = "ae")`.
 #' @param overwrite Replace an existing `model.dir`.
-#' @param seed.use Random seed of every training step.
+#' @param seed.use Random seed of every training step (0, as in Python and the CLI).
 #' @param verbose Print progress.
 #' @return `object`, with the model recorded in `Tool(object, "TrainCellSynth")`.
 #' @seealso [GenerateCells()]
@@ -58,7 +58,7 @@
 #' }
 #' @export
 TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NULL, clusters = FALSE,
-                           hyperparameters = list(), overwrite = FALSE, seed.use = 42, verbose = TRUE) {
+                           hyperparameters = list(), overwrite = FALSE, seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   assay <- .check_assay(object, assay)
   group.by <- .check_group_by(object, group.by)
@@ -89,7 +89,7 @@ TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NU
     .cellsynth$models[[key]] <- dir
   }
   cfg <- .read_config(file.path(dir, "config.json"))
-  methods::slot(object, "tools")[["TrainCellSynth"]] <- list(
+  SeuratObject::Tool(object) <- list(
     model.dir = normalizePath(dir), group.by = group.by, assay = assay, key = key,
     labels = cfg$labels, genes = rownames(object[[assay]]), hyperparameters = cfg$hyperparameters,
     seed.use = seed.use
@@ -101,7 +101,7 @@ TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NU
 # trained on `assay` and on exactly `group.by`, or on a superset when `subset` is TRUE),
 # else a freshly trained (or session-cached) one. Returns list(object, tool).
 .stored_or_train <- function(object, group.by, assay, model.dir, hyperparameters, seed.use, verbose, subset = FALSE) {
-  tool <- methods::slot(object, "tools")[["TrainCellSynth"]]
+  tool <- .model_tool(object)
   fits_labels <- is.null(group.by) || (if (subset) all(group.by %in% tool$group.by) else setequal(group.by, tool$group.by))
   usable <- !is.null(tool) && file.exists(file.path(tool$model.dir, "config.json")) && fits_labels &&
     (is.null(assay) || identical(assay, tool$assay))
@@ -111,7 +111,20 @@ TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NU
   }
   object <- TrainCellSynth(object, group.by = group.by, assay = assay, model.dir = model.dir,
                            hyperparameters = hyperparameters, seed.use = seed.use, verbose = verbose)
-  list(object = object, tool = methods::slot(object, "tools")[["TrainCellSynth"]])
+  list(object = object, tool = SeuratObject::Tool(object, "TrainCellSynth"))
+}
+
+# The model record of `object`: TrainCellSynth's, or the `model` that generated its cells
+# (GenerateCells, InterpolateCells, PredictPerturbation record it); NULL if none.
+.model_tool <- function(object) {
+  tool <- SeuratObject::Tool(object, "TrainCellSynth")
+  for (f in c("GenerateCells", "InterpolateCells", "PredictPerturbation")) tool <- tool %||% SeuratObject::Tool(object, f)$model
+  tool
+}
+
+# The engine's model of a model record, loaded from its directory.
+.load_model <- function(tool) {
+  .py(.engine()$cellsynth$CellSynth$load(tool$model.dir))
 }
 
 # config.json through Python's json (no R JSON dependency)
