@@ -17,8 +17,8 @@ per gene after training, from the training cells only:
    tenth of the genes went to a Poisson, and a test trajectory's contrast shrank).
 
 The means ``mu`` are the decoded, rescaled proportions of the training cells' latents
-times their library sizes. Measured on the engine benchmark (3 model seeds, medians):
-RF AUC 0.726 -> 0.66, 5-NN AUC 0.764 -> 0.725, MMD ratio 2.01 -> 1.85 (see README).
+times their library sizes. Its effect on the fidelity figures is in
+``benchmarks/RESULTS.md`` (the bracketed figures are without it).
 """
 
 from __future__ import annotations

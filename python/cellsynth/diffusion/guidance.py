@@ -24,9 +24,8 @@ from torch.nn import functional as F
 
 from .schedule import NoiseSchedule, extract
 
-#: default classifier-guidance weight γ. scDiffusion uses 2 on its unstandardised
-#: latent; on cellsynth's unit-variance latent γ = 2 steers too weakly (see
-#: benchmarks/conditional.py), γ = 10 gives labels as reliable as CFG.
+#: default classifier-guidance weight γ: scDiffusion's 2 steers too weakly on cellsynth's
+#: unit-variance latent (benchmarks/RESULTS.md, conditional generation)
 CLASSIFIER_SCALE = 10.0
 
 

@@ -22,14 +22,11 @@ control cells themselves.
 
 **Decoder.** Latent arithmetic assumes that a shift in the latent means the same change
 in expression wherever it is applied. The default MLP decoder does not extrapolate that
-way to a cell type never seen treated: on the simulated benchmark
-(``benchmarks/perturbation.py``) it damps the predicted response (slope about 0.8 on
-the top-100 genes) and the top-100 R² ranged 0.78-0.95 over three systems. A model
+way to a cell type never seen treated: it damps the predicted response. A model
 trained with ``decoder="linear"`` (LDVAE-style: log-proportions linear in the latent)
-turns the shift into the same change of every gene's log-proportion for every cell, and
-reached 0.95-0.99 there (shift alone; 0.95-0.98 with the refinement). It generates less
-realistic cells (pbmc68k_reduced: RF AUC 0.78-0.84 instead of 0.61-0.72), so train it
-for perturbation prediction, not as the generator.
+turns the shift into the same change of every gene's log-proportion for every cell. It
+generates less realistic cells, so train it for perturbation prediction, not as the
+generator (figures in ``benchmarks/RESULTS.md``, from ``benchmarks/perturbation.py``).
 """
 
 from __future__ import annotations
@@ -49,11 +46,9 @@ log = logging.getLogger("cellsynth")
 
 METHODS = ("diffusion", "shift")
 #: partial noising depth of the refinement (of T = 1000), chosen on a tuning simulation
-#: (benchmarks/perturbation.py --tune, biology seed 99), not on the graded ones: the
-#: plain shift gave R2 0.922 / 0.910 (all genes / top-100); refining from depth 50
-#: 0.93-0.94 / 0.905-0.915; from 100 0.94 / 0.88-0.90; from 200 0.93 / 0.80-0.85; from
-#: 500 0.81-0.90 / 0.71-0.83. Deeper noising forgets the arithmetic and falls back on
-#: the model's own picture of stimulated cells, which never saw this cell type treated.
+#: (benchmarks/perturbation.py --tune, biology seed 99), not on the graded ones; deeper
+#: noising forgets the arithmetic and falls back on the model's own picture of
+#: stimulated cells, which never saw this cell type treated (benchmarks/NOTES.md).
 DEFAULT_DEPTH = 50
 
 
