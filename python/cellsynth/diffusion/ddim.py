@@ -54,13 +54,7 @@ class DDIMSampler:
             return torch.ones((), device=like.device, dtype=like.dtype)
         return self.schedule.alphas_cumprod[t].to(like.dtype)
 
-    def step(
-        self,
-        eps: torch.Tensor,
-        t: int,
-        z: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> StepOutput:
+    def step(self, eps: torch.Tensor, t: int, z: torch.Tensor, generator: torch.Generator | None = None) -> StepOutput:
         """One step ``z_t -> z_prev`` on the grid (guidance shifts ``eps`` before it)."""
         t = int(t)
         prev = self._prev(t)

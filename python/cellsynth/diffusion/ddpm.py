@@ -62,13 +62,7 @@ class DDPMSampler:
         mu = extract(s.posterior_mean_coef1, t, z.shape) * x0 + extract(s.posterior_mean_coef2, t, z.shape) * z
         return mu, x0
 
-    def step(
-        self,
-        eps: torch.Tensor,
-        t: int,
-        z: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> StepOutput:
+    def step(self, eps: torch.Tensor, t: int, z: torch.Tensor, generator: torch.Generator | None = None) -> StepOutput:
         """One ancestral step ``z_t -> z_{t-1}`` (guidance shifts ``eps`` before it)."""
         tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
         mu, x0 = self.mean(eps, tt, z)

@@ -61,24 +61,25 @@ def lisi(x: np.ndarray, labels: np.ndarray, *, k: int = 90, perplexity: float = 
     return _backend.impl.lisi(np.sqrt(np.asarray(d2, dtype=np.float64)), np.asarray(idx, dtype=np.int64), codes.astype(np.int64), float(perplexity))
 
 
+def _median_lisi(x, labels, k, perplexity, neighbors, too_few: str) -> tuple[float, int]:
+    """Median per-cell LISI over the codes of ``labels``, and how many distinct labels."""
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    n = int(codes.max()) + 1
+    if n < 2:
+        raise ValueError(too_few)
+    return float(np.nanmedian(lisi(x, codes, k=k, perplexity=perplexity, neighbors=neighbors))), n
+
+
 def ilisi(x: np.ndarray, batch: np.ndarray, *, k: int = 90, perplexity: float = 30.0, neighbors=None) -> float:
     """Scaled integration LISI: ``(median LISI - 1) / (n_batches - 1)`` in [0, 1]; 1 = well mixed."""
-    _, codes = np.unique(np.asarray(batch), return_inverse=True)
-    nb = codes.max() + 1
-    if nb < 2:
-        raise ValueError("iLISI needs at least two batches (e.g. real and generated).")
-    s = lisi(x, codes, k=k, perplexity=perplexity, neighbors=neighbors)
-    return float((np.nanmedian(s) - 1) / (nb - 1))
+    median, nb = _median_lisi(x, batch, k, perplexity, neighbors, "iLISI needs at least two batches (e.g. real and generated).")
+    return float((median - 1) / (nb - 1))
 
 
 def clisi(x: np.ndarray, labels: np.ndarray, *, k: int = 90, perplexity: float = 30.0, neighbors=None) -> float:
     """Scaled cell-type LISI: ``(n_labels - median LISI) / (n_labels - 1)``; 1 = labels separate."""
-    _, codes = np.unique(np.asarray(labels), return_inverse=True)
-    nl = codes.max() + 1
-    if nl < 2:
-        raise ValueError("cLISI needs at least two labels.")
-    s = lisi(x, codes, k=k, perplexity=perplexity, neighbors=neighbors)
-    return float((nl - np.nanmedian(s)) / (nl - 1))
+    median, nl = _median_lisi(x, labels, k, perplexity, neighbors, "cLISI needs at least two labels.")
+    return float((nl - median) / (nl - 1))
 
 
 def memorisation(train: np.ndarray, generated: np.ndarray, held_out: np.ndarray) -> float:

@@ -30,18 +30,9 @@ from .config import ATLAS_CELL_PASSES, MAX_DISCRIMINATOR_FAKES, Hyperparameters
 log = logging.getLogger("cellsynth")
 
 
-def fit(
-    model,
-    *,
-    encoder_epochs: int | None = None,
-    diffusion_steps: int | None = None,
-    progress_bar: bool = True,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    checkpoint_interval: float = 300.0,
-    precision: str = "fp32",
-) -> None:
-    """Train ``model`` in place (see :meth:`CellSynth.fit`)."""
+def fit(model, *, encoder_epochs: int | None, diffusion_steps: int | None, progress_bar: bool,
+        checkpoint_dir: str | os.PathLike | None, resume: bool, checkpoint_interval: float, precision: str) -> None:
+    """Train ``model`` in place (see :meth:`CellSynth.fit`, which holds the defaults)."""
     if model.data is None:
         raise RuntimeError("This model was loaded without training data; it cannot be re-fitted.")
     if resume and checkpoint_dir is None:
