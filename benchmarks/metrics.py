@@ -2,9 +2,12 @@
 
     .venv/bin/python benchmarks/metrics.py
 
-kNN: 20,000 x 50 float32 self-query, k = 30 (recall against scikit-learn).
+Every kernel path this CPU runs (portable, AVX2 + FMA, AVX-512), against the same peers:
+kNN: 20,000 x 50 float32 self-query, k = 30 (recall against scikit-learn brute force).
 MMD: 10,000 vs 10,000 x 50, 5 scales (agreement with the float64 reference).
 LISI: 20,000 cells given their 90-NN.
+Each kernel is also given as a multiple of its matrix products at this machine's
+float32 GEMM rate (torch), the bound a GEMM-shaped kernel cannot beat.
 faiss-cpu is timed when it is installed (not a dependency: `pip install -e ".[bench]"`).
 """
 
@@ -64,20 +67,35 @@ def torch_mmd_chunked(x, y, sigmas, chunk=2048):
     return ks(xt, xt, True) / (n * (n - 1)) + ks(yt, yt, True) / (m * (m - 1)) - 2 * ks(xt, yt, False) / (n * m)
 
 
+def gemm_rate(n: int = 2048, repeat: int = 5) -> float:
+    """This machine's float32 matrix-product rate through torch (FLOP/s, median)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    t, _ = timeit(lambda: torch.mm(a, b), repeat=repeat)
+    return 2 * n**3 / t
+
+
 def main():
-    simd = getattr(_core, "simd", "?") if _core is not None else "-"
-    print(f"torch threads {torch.get_num_threads()}, cellsynth backend: {backend()} ({simd})")
+    print(f"load average {open('/proc/loadavg').read().split()[:3]}, torch threads {torch.get_num_threads()}, "
+          f"cellsynth backend: {backend()}")
     if _core is None:
         print("native kernels not built; nothing to compare")
         return
+    rate = gemm_rate()
+    print(f"torch float32 GEMM: {rate / 1e9:.1f} GFLOP/s (the limit below: each kernel's products at this rate)")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20_000, 50)).astype(np.float32)
-    rows = []
-    t_nat, (nd, ni) = timeit(lambda: _core.knn(x, 30))
+    a = rng.normal(size=(10_000, 50)).astype(np.float32)
+    b = (rng.normal(size=(10_000, 50)) * 1.05).astype(np.float32)
+    sig = list(float(np.median(np.sqrt(_core.knn(np.r_[a[:2000], b[:2000]], 1)[0]))) * np.array([0.5, 1, 2, 4, 8]))
+    d90, i90 = _core.knn(x, 90)
+    labels = rng.integers(0, 2, len(x)).astype(np.int64)
+    knn_flops = 2.0 * len(x) * len(x) * x.shape[1]
+    n, m = len(a), len(b)
+    mmd_flops = 2.0 * a.shape[1] * (n * (n - 1) / 2 + m * (m - 1) / 2 + n * m)  # self-sums: upper triangle only
+    ref = _reference.mmd(a.astype(np.float64), b.astype(np.float64), np.array(sig), False)
+
     t_sk, (sd, si) = timeit(lambda: NearestNeighbors(n_neighbors=31, algorithm="brute").fit(x).kneighbors(x), repeat=3)
-    recall = np.mean([len(set(a) & set(b[1:])) / 30 for a, b in zip(ni, si)])
-    rows.append(("kNN 20k x 50, k=30", "native", t_nat, 1.0))
-    rows.append(("", "sklearn brute", t_sk, t_sk / t_nat))
     try:
         import faiss
 
@@ -87,28 +105,31 @@ def main():
             return ix.search(x, 31)
 
         t_f, _ = timeit(f, repeat=3)
-        rows.append(("", "faiss IndexFlatL2", t_f, t_f / t_nat))
     except ImportError:
-        rows.append(("", "faiss (not installed)", float("nan"), float("nan")))
-    a = rng.normal(size=(10_000, 50)).astype(np.float32)
-    b = (rng.normal(size=(10_000, 50)) * 1.05).astype(np.float32)
-    sig = list(float(np.median(np.sqrt(_core.knn(np.r_[a[:2000], b[:2000]], 1)[0]))) * np.array([0.5, 1, 2, 4, 8]))
-    t_m, val = timeit(lambda: _core.mmd(a, b, sig, False))
-    t_t, tval = timeit(lambda: torch_mmd_chunked(a, b, sig), repeat=3)
-    ref = _reference.mmd(a.astype(np.float64), b.astype(np.float64), np.array(sig), False)
-    rows.append(("MMD 10k vs 10k x 50, 5 scales", "native", t_m, 1.0))
-    rows.append(("", "chunked torch (float32)", t_t, t_t / t_m))
-    d90, i90 = _core.knn(x, 90)
-    labels = rng.integers(0, 2, len(x)).astype(np.int64)
-    t_l, _ = timeit(lambda: _core.lisi(np.sqrt(d90), i90, labels, 30.0))
-    t_lr, _ = timeit(lambda: _reference.lisi(np.sqrt(d90[:2000]), i90[:2000], labels, 30.0), repeat=1)
-    rows.append(("LISI 20k cells, k=90", "native", t_l, 1.0))
-    rows.append(("", "NumPy reference (x10 from 2k)", t_lr * 10, t_lr * 10 / t_l))
-    print(f"\n{'task':32s} {'implementation':30s} {'median s':>9s} {'÷ native':>9s}")
-    for task, impl, t, r in rows:
-        print(f"{task:32s} {impl:30s} {t:9.3f} {r:9.1f}")
-    print(f"\nkNN recall vs scikit-learn: {recall:.6f}")
-    print(f"MMD native {val:.9e}, float64 reference {ref:.9e}, relative difference {abs(val - ref) / abs(ref):.2e}; chunked torch {tval:.9e}")
+        t_f = float("nan")
+    t_t, _ = timeit(lambda: torch_mmd_chunked(a, b, sig), repeat=3)
+
+    start = _core.simd
+    rows, checks = [], []
+    for path in _core.supported_simd():
+        _core._set_simd(path)
+        t_knn, (nd, ni) = timeit(lambda: _core.knn(x, 30))
+        t_mmd, val = timeit(lambda: _core.mmd(a, b, sig, False))
+        t_lisi, _ = timeit(lambda: _core.lisi(np.sqrt(d90), i90, labels, 30.0))
+        recall = np.mean([len(set(p) & set(q[1:])) / 30 for p, q in zip(ni, si)])
+        rows.append((path, t_knn, t_sk / t_knn, t_f / t_knn, t_knn / (knn_flops / rate), t_mmd, t_t / t_mmd,
+                     t_mmd / (mmd_flops / rate), t_lisi))
+        checks.append((path, recall, abs(val - ref) / abs(ref)))
+    _core._set_simd(start)
+
+    missing = " (faiss-cpu not installed: pip install -e '.[bench]')" if np.isnan(t_f) else ""
+    print(f"\npeers: scikit-learn brute kNN {t_sk:.3f} s, faiss IndexFlatL2 {t_f:.3f} s{missing}, chunked torch MMD {t_t:.3f} s")
+    print(f"\n{'path':9s} | {'kNN s':>7s} {'sk÷':>5s} {'faiss÷':>6s} {'×limit':>6s} | {'MMD s':>7s} {'torch÷':>6s} {'×limit':>6s} | {'LISI s':>7s}")
+    for path, tk, rsk, rf, lk, tm, rt, lm, tl in rows:
+        print(f"{path:9s} | {tk:7.3f} {rsk:5.1f} {rf:6.1f} {lk:6.1f} | {tm:7.3f} {rt:6.1f} {lm:6.1f} | {tl:7.3f}")
+    print("\n(÷: the peer's time over the kernel's; ×limit: the kernel's time over its products at the GEMM rate)")
+    for path, recall, rel in checks:
+        print(f"{path}: kNN recall vs scikit-learn {recall:.6f}; MMD relative difference to the float64 reference {rel:.1e}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #ifdef CELLSYNTH_CUDA_MODULE
 // the same binding layer over the CUDA kernels, as cellsynth._cuda
@@ -12,9 +16,59 @@
 namespace kern = cellsynth::cuda;
 #define CELLSYNTH_MODULE_NAME _cuda
 #else
-#include "cellsynth/kernels.hpp"
-namespace kern = cellsynth;
+#include <cstdlib>
+
+#include "cellsynth/dispatch.hpp"
 #define CELLSYNTH_MODULE_NAME _core
+
+namespace {
+
+struct CpuPaths {
+  bool avx2 = false, avx512 = false;
+};
+
+CpuPaths cpu_paths() {
+  CpuPaths c;
+#ifdef CELLSYNTH_X86_DISPATCH
+  __builtin_cpu_init();
+  c.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  c.avx512 = c.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#endif
+  return c;
+}
+
+// The kernels of path `want` ("" = the fastest this CPU has); refuses a path the CPU
+// (or this build) lacks rather than crash on an illegal instruction.
+const cellsynth::Kernels& choose_kernels(const std::string& want) {
+  const CpuPaths cpu = cpu_paths();
+  auto refuse = [&](const char* what) {
+    throw std::runtime_error("CELLSYNTH_SIMD=" + want + " asks for " + what +
+                             ", which this CPU (or this build) does not have; unset CELLSYNTH_SIMD or set it to portable");
+  };
+  if (want == "portable") return cellsynth::portable::kernels();
+  if (want == "avx2" && !cpu.avx2) refuse("AVX2 + FMA");
+  if (want == "avx512" && !cpu.avx512) refuse("AVX-512 (F, DQ, BW, VL)");
+  if (!want.empty() && want != "avx2" && want != "avx512")
+    throw std::runtime_error("CELLSYNTH_SIMD=" + want + " is not one of portable, avx2, avx512; unset it to pick the fastest path this CPU has");
+#ifdef CELLSYNTH_X86_DISPATCH
+  if (cpu.avx512 && want != "avx2") return cellsynth::avx512::kernels();
+  if (cpu.avx2) return cellsynth::avx2::kernels();
+#endif
+  return cellsynth::portable::kernels();
+}
+
+const cellsynth::Kernels* table = nullptr;
+
+}  // namespace
+
+// the binding layer's view: the same calls as the CUDA module's, through the table
+namespace kern {
+inline void knn(const float* x, int64_t n, const float* q, int64_t m, int64_t d, int k, bool self, double* od, int64_t* oi) { table->knn_f32(x, n, q, m, d, k, self, od, oi); }
+inline void knn(const double* x, int64_t n, const double* q, int64_t m, int64_t d, int k, bool self, double* od, int64_t* oi) { table->knn_f64(x, n, q, m, d, k, self, od, oi); }
+inline double mmd(const float* x, int64_t n, const float* y, int64_t m, int64_t d, const std::vector<double>& s, bool biased) { return table->mmd_f32(x, n, y, m, d, s, biased); }
+inline double mmd(const double* x, int64_t n, const double* y, int64_t m, int64_t d, const std::vector<double>& s, bool biased) { return table->mmd_f64(x, n, y, m, d, s, biased); }
+}  // namespace kern
 #endif
 
 namespace py = pybind11;
@@ -77,11 +131,26 @@ PYBIND11_MODULE(CELLSYNTH_MODULE_NAME, m) {
   m.def("device_name", &kern::device_name, "Name of CUDA device 0.");
 #else
   m.doc() = "cellsynth native metric kernels (exact kNN, fused multi-scale RBF MMD, LISI)";
-#ifdef CELLSYNTH_AVX512
-  m.attr("simd") = "avx512";
-#else
-  m.attr("simd") = "portable";
-#endif
+  const char* env = std::getenv("CELLSYNTH_SIMD");
+  table = &choose_kernels(env ? env : "");
+  m.attr("simd") = table->name;  // the instruction set the kernels run: "avx512", "avx2" or "portable"
+  m.def(
+      "supported_simd",
+      []() {
+        const CpuPaths cpu = cpu_paths();
+        std::vector<std::string> out{"portable"};
+        if (cpu.avx2) out.push_back("avx2");
+        if (cpu.avx512) out.push_back("avx512");
+        return out;
+      },
+      "The kernel paths this CPU and build can run, slowest first.");
+  m.def(
+      "_set_simd",
+      [m](const std::string& name) mutable {
+        table = &choose_kernels(name);
+        m.attr("simd") = table->name;
+      },
+      py::arg("name"), "Switch the kernel path (for tests; users set CELLSYNTH_SIMD before import).");
 #endif
   m.def(
       "knn",
@@ -126,7 +195,7 @@ PYBIND11_MODULE(CELLSYNTH_MODULE_NAME, m) {
           if (k == 0) {
             for (int64_t i = 0; i < n; ++i) op[i] = std::numeric_limits<double>::quiet_NaN();
           } else {
-            cellsynth::lisi(dp, ip, n, k, lp, nl, perplexity, op);
+            table->lisi(dp, ip, n, k, lp, nl, perplexity, op);
           }
         }
         return out;

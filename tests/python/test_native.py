@@ -1,4 +1,17 @@
-"""Native kernels against the NumPy/torch reference: shapes, dtypes, edge cases."""
+"""Native kernels against the NumPy/torch reference: shapes, dtypes, edge cases, on
+every kernel path this CPU runs (portable, AVX2 + FMA, AVX-512: each test runs once per
+path, switched in-process; ``CELLSYNTH_SIMD`` forces one for a whole run).
+
+Tolerances: float64 input is computed in float64 throughout (1e-9). Float32 input
+takes float32 products and float64 sums: kNN indices are exact (candidates are
+re-ranked in float64) and distances agree to 1e-9; each MMD kernel mean carries the
+float32 rounding of the distances (about 1e-7 of |a|^2 + |b|^2), so the MMD, a signed
+combination of three kernel means, is held to 1e-6 of their sum.
+"""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,6 +19,31 @@ import pytest
 from cellsynth.metrics import _reference, knn, lisi, mmd
 
 core = pytest.importorskip("cellsynth._core", reason="native kernels not built (reference path in use)")
+PATHS = core.supported_simd()
+
+
+@pytest.fixture(autouse=True, params=PATHS)
+def simd_path(request):
+    """Run the test on one kernel path, then restore the one chosen at import."""
+    before = core.simd
+    core._set_simd(request.param)
+    yield request.param
+    core._set_simd(before)
+
+
+def kernel_scale(x, y, sigmas, biased) -> float:
+    """Sum of the three kernel means the MMD combines (float64, NumPy)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+
+    def k(a, b):
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return sum(np.exp(-d2 / (2 * s * s)) for s in sigmas)
+
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    n, m = len(x), len(y)
+    if biased:
+        return kxx.mean() + kyy.mean() + 2 * kxy.mean()
+    return (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) + 2 * kxy.mean()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -59,7 +97,8 @@ def test_mmd_parity_to_1e6(dtype, biased):
     sig = list(np.median(np.sqrt(_reference.knn(np.r_[x, y], 1)[0])) * np.array([0.5, 1, 2, 4, 8]))
     ref = _reference.mmd(x.astype(np.float64), y.astype(np.float64), np.array(sig), biased)
     got = core.mmd(x, y, sig, biased)
-    assert abs(got - ref) <= 1e-6 * abs(ref), (got, ref)
+    tol = 1e-9 * abs(ref) if dtype == np.float64 else 1e-6 * kernel_scale(x, y, sig, biased)
+    assert abs(got - ref) <= tol, (got, ref)
 
 
 def test_mmd_tiny_and_refusals():
@@ -102,9 +141,9 @@ def test_mmd_parity_ladder_and_general_scales(sigmas):
         assert abs(core.mmd(x, y, sigmas, biased) - ref) <= 1e-9 * abs(ref)
 
 
-# The AVX-512 path (core.simd == "avx512") packs references in panels of 32, queries in
-# blocks of 8 and chunks of 128, and visits only col > row pairs of a self-sum: sizes
-# straddling those boundaries, in float32 (the vector path) and float64 (portable).
+# The vector paths pack references in panels of 32 (AVX-512) or 16 (AVX2), queries in
+# blocks of 8 or 6 and chunks of 128 or 96, and visit only col > row pairs of a
+# self-sum: sizes straddling those boundaries, in float32 (the vector code) and float64.
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,m", [(31, 9), (33, 129), (257, 1), (1000, 131)])
 def test_knn_query_parity_across_block_boundaries(dtype, n, m):
@@ -125,7 +164,7 @@ def test_mmd_float32_parity_across_block_boundaries(n, m, sigmas):
     y = rng.normal(0.3, 1.2, size=(m, 3)).astype(np.float32)
     for biased in (True, False):
         ref = _reference.mmd(x.astype(np.float64), y.astype(np.float64), np.array(sigmas), biased)
-        assert abs(core.mmd(x, y, sigmas, biased) - ref) <= 1e-6 * abs(ref), (n, m, biased)
+        assert abs(core.mmd(x, y, sigmas, biased) - ref) <= 1e-6 * kernel_scale(x, y, sigmas, biased), (n, m, biased)
 
 
 @pytest.mark.parametrize("k", [1, 7, 8, 9, 90])
@@ -140,5 +179,43 @@ def test_lisi_parity_any_k(k):
     np.testing.assert_allclose(got, ref, rtol=1e-10)
 
 
-def test_simd_path_is_reported():
-    assert core.simd in ("avx512", "portable")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_knn_ties(dtype):
+    """Points on an integer grid, many at exactly the same distance: the distances are
+    the exact sorted ones and every index is a distinct point at its stated distance."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, size=(300, 3)).astype(dtype)
+    q = rng.integers(0, 4, size=(40, 3)).astype(dtype)
+    k = 25
+    d, i = core.knn(x, k, q)
+    exact = ((q[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(d, np.sort(exact, 1)[:, :k])
+    np.testing.assert_array_equal(np.take_along_axis(exact, i, 1), d)
+    assert all(len(set(row)) == k for row in i.tolist())
+
+
+def test_simd_path_is_reported(simd_path):
+    assert core.simd == simd_path and core.simd in ("portable", "avx2", "avx512")
+    assert PATHS[0] == "portable"
+
+
+def _simd_in_fresh_process(value):
+    code = "import cellsynth._core as c; import cellsynth.metrics as m; print(c.simd, m.backend())"
+    env = {**os.environ, "CELLSYNTH_SIMD": value}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+def test_environment_variable_forces_each_path(simd_path):
+    out = _simd_in_fresh_process(simd_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [simd_path, f"native-{simd_path}"]
+
+
+def test_environment_variable_refuses_unknown_or_missing_paths(simd_path):
+    if simd_path != "portable":
+        pytest.skip("once is enough")
+    out = _simd_in_fresh_process("sse9")
+    assert out.returncode != 0 and "CELLSYNTH_SIMD=sse9 is not one of portable, avx2, avx512" in out.stderr
+    for missing in {"avx2", "avx512"} - set(PATHS):
+        out = _simd_in_fresh_process(missing)
+        assert out.returncode != 0 and "does not have" in out.stderr

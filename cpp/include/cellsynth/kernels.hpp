@@ -4,9 +4,10 @@
 // converts arrays; the NumPy/torch reference (cellsynth/metrics/_reference.py)
 // is what these are tested against.
 //
-// On an AVX-512 build, float32 kNN and MMD and LISI's exp go through
-// kernels_avx512.hpp (same algorithms, explicit vector code); these portable templates
-// serve everything else.
+// This file is compiled once per instruction set (cpp/isa_*.cpp), each time into its
+// own namespace cellsynth::CELLSYNTH_ISA; where CELLSYNTH_SIMD names a vector-traits
+// type (simd_avx2.hpp, simd_avx512.hpp), float32 kNN and MMD and LISI's exp go through
+// the explicit vector code of simd.hpp, and these portable templates serve the rest.
 //
 // Distances use a register-blocked tile: a block of QB query rows against a
 // packed, transposed tile of TB reference rows, so the inner
@@ -16,22 +17,12 @@
 // in double on the fly.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <functional>
-#include <limits>
-#include <type_traits>
-#include <vector>
-
-#include "kernels_avx512.hpp"
-#include "mmd_scales.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
+#ifndef CELLSYNTH_ISA
+#error "define CELLSYNTH_ISA (the namespace of this instruction-set build) before including kernels.hpp"
 #endif
 
 namespace cellsynth {
+namespace CELLSYNTH_ISA {
 
 constexpr int QB = 4;     // query rows per micro-kernel
 constexpr int VB = 16;    // reference rows per micro-kernel (2 AVX2 registers)
@@ -129,9 +120,9 @@ template <typename T>
 void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool self_query, double* out_d, int64_t* out_i) {
   if (m == 0 || k == 0) return;
   const int keep = k + 8;  // candidates kept by tile distance before exact re-ranking
-#ifdef CELLSYNTH_AVX512
+#ifdef CELLSYNTH_SIMD
   if constexpr (std::is_same_v<T, float>) {
-    avx512::knn_candidates(x, n, q, m, d, keep, self_query, [&](int64_t qi, const std::vector<std::pair<float, int64_t>>& cand) {
+    simd::knn_candidates<CELLSYNTH_SIMD>(x, n, q, m, d, keep, self_query, [&](int64_t qi, const std::vector<std::pair<float, int64_t>>& cand) {
       rerank(x, q, d, qi, cand, k, out_d, out_i);
     });
     return;
@@ -192,8 +183,8 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
 // same: A == B, and the diagonal is skipped unless include_diag.
 template <typename T>
 double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, const RbfScales& scales, bool same, bool include_diag) {
-#ifdef CELLSYNTH_AVX512
-  if constexpr (std::is_same_v<T, float>) return avx512::kernel_sum(a, na, b, nb, d, scales, same, include_diag);
+#ifdef CELLSYNTH_SIMD
+  if constexpr (std::is_same_v<T, float>) return simd::kernel_sum<CELLSYNTH_SIMD>(a, na, b, nb, d, scales, same, include_diag);
 #endif
   const std::vector<T> an = row_sqnorms(a, na, d);
   const std::vector<T> bn = same ? an : row_sqnorms(b, nb, d);
@@ -201,7 +192,6 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
   const std::vector<T> packed = pack_all(b, nb, d);
   const std::vector<double>& inv2s2 = scales.inv;
   const int ns = static_cast<int>(inv2s2.size());
-  std::vector<T> invf(inv2s2.begin(), inv2s2.end());
   const bool ladder = scales.ladder;
   const int64_t nqb = (na + QB - 1) / QB;
   double total = 0.0;
@@ -236,8 +226,9 @@ double kernel_sum(const T* a, int64_t na, const T* b, int64_t nb, int64_t d, con
               }
               row += kv;
             } else {
-              T kv = T(0);
-              for (int s = 0; s < ns; ++s) kv += std::exp(-dist * invf[s]);
+              // exp in double for float input too: float32 products, float64 kernel values
+              double kv = 0.0;
+              for (int s = 0; s < ns; ++s) kv += std::exp(-static_cast<double>(dist) * inv2s2[s]);
               row += kv;
             }
           }
@@ -270,8 +261,8 @@ inline void lisi(const double* dist, const int64_t* idx, int64_t n, int k, const
       const double* di = dist + i * k;
       double beta = 1.0, lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
       for (int it = 0; it < n_iter; ++it) {
-#ifdef CELLSYNTH_AVX512
-        const auto [sp, sdp] = avx512::exp_row(di, k, beta, p.data());
+#ifdef CELLSYNTH_SIMD
+        const auto [sp, sdp] = simd::exp_row<CELLSYNTH_SIMD>(di, k, beta, p.data());
 #else
         double sp = 0.0, sdp = 0.0;
         for (int j = 0; j < k; ++j) {
@@ -307,4 +298,5 @@ inline void lisi(const double* dist, const int64_t* idx, int64_t n, int k, const
   }
 }
 
+}  // namespace CELLSYNTH_ISA
 }  // namespace cellsynth
