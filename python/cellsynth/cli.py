@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -188,8 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellsynth", description="Generate realistic single-cell RNA-seq cells with latent diffusion.")
     p.add_argument("--verbose", "-v", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, default=None, metavar="N",
+                         help="torch threads (default: from the work and the CPUs available; also CELLSYNTH_THREADS)")
 
-    t = sub.add_parser("train", help="train a model on an .h5ad file")
+    t = sub.add_parser("train", help="train a model on an .h5ad file", parents=[threads])
     t.add_argument("data", help="training cells (.h5ad; raw counts preferred)")
     t.add_argument("--out", required=True, help="model directory to write")
     t.add_argument("--label", action="append", default=[], help="obs column to condition on (repeatable)")
@@ -219,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="generate cells from a trained model")
+    g = sub.add_parser("generate", help="generate cells from a trained model", parents=[threads])
     g.add_argument("model", help="model directory")
     g.add_argument("--n-cells", type=int, required=True)
     g.add_argument("--out", required=True, help="output .h5ad")
@@ -240,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", "-q", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("interpolate", help="cells along a path between two states")
+    i = sub.add_parser("interpolate", help="cells along a path between two states", parents=[threads])
     i.add_argument("model", help="model directory")
     i.add_argument("--from", dest="start", action="append", metavar="COL=VALUE", help="start state (repeatable)")
     i.add_argument("--to", dest="end", action="append", metavar="COL=VALUE", help="end state (repeatable)")
@@ -265,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--plot", default=None, help="also draw the top genes along the path to this .png")
     v.set_defaults(func=cmd_velocity)
 
-    r = sub.add_parser("perturb", help="predict how control cells respond to a condition (latent shift + diffusion)")
+    r = sub.add_parser("perturb", help="predict how control cells respond to a condition (latent shift + diffusion)", parents=[threads])
     r.add_argument("model", help="model directory (trained with the condition column as a label)")
     r.add_argument("--cells", required=True, help="control cells (.h5ad) to perturb")
     r.add_argument("--condition", action="append", metavar="COL=VALUE", help="target level, e.g. treatment=stim")
@@ -285,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--train", default=None, help="training cells, for the real-vs-real control and memorisation")
     e.set_defaults(func=cmd_evaluate)
 
-    d = sub.add_parser("demo", help="train on bundled PBMC cells, generate, plot, score")
+    d = sub.add_parser("demo", help="train on bundled PBMC cells, generate, plot, score", parents=[threads])
     d.add_argument("--out", default="demo_out")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", "-q", action="store_true")
@@ -299,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InputError, ModelFileError
 
     try:
+        if getattr(args, "threads", None) is not None:
+            import torch
+
+            from .threads import choose
+
+            choose(None, args.threads)  # a bad value is refused before any work
+            os.environ["CELLSYNTH_THREADS"] = str(args.threads)  # every fit() / generate() of this command
+            torch.set_num_threads(args.threads)  # and the rest (paths, perturbation)
         args.func(args)
     except (InputError, ModelFileError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"cellsynth {args.command}: error: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ PKG = ROOT / "python" / "cellsynth"
 
 #: lowest first; a module may import from its own layer or any layer below
 LAYERS = [
-    ["_version", "errors", "seeding", "progress", "precision", "_core", "_cuda"],
+    ["_version", "errors", "seeding", "progress", "precision", "threads", "_core", "_cuda"],
     ["io", "nn", "counts", "distributed", "calibration"],
     ["data", "diffusion", "pretrained"],
     ["metrics", "train"],

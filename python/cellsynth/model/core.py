@@ -97,8 +97,7 @@ class CellSynth:
         self.hparams = Hyperparameters.from_dict(hyperparameters)
         self.hparams.check()
         self.seed = int(seed)
-        #: "fp32" (default) or "bf16" ("fp16" on CUDA, sampling only): the denoiser's
-        #: arithmetic in training and sampling (see :mod:`cellsynth.precision`)
+        #: the denoiser's arithmetic: "fp32", "bf16" ("fp16": CUDA sampling); :mod:`cellsynth.precision`
         self.precision = "fp32"
         self.dist = from_env(device) if adata is not None else Dist()
         self.device = torch.device(device_for(self.dist, device) or default_device())
@@ -146,6 +145,7 @@ class CellSynth:
         resume: bool = False,
         checkpoint_interval: float = 300.0,
         precision: str = "fp32",
+        threads: int | None = None,
     ) -> "CellSynth":
         """Train the encoder, then the latent denoiser. Returns ``self``.
 
@@ -154,7 +154,8 @@ class CellSynth:
         and at the end of each stage; ``resume=True`` continues from the newest
         checkpoint, reproducing the uninterrupted run. ``precision="bf16"`` trains
         the denoiser under bf16 autocast (the encoder stays fp32). Under ``torchrun`` the ranks
-        train one model together (see :mod:`cellsynth.distributed`).
+        train one model together (see :mod:`cellsynth.distributed`). ``threads``: torch's
+        threads (default: from the work and the CPUs, :mod:`cellsynth.threads`).
 
         Examples
         --------
@@ -164,6 +165,7 @@ class CellSynth:
         fitting.fit(
             self, encoder_epochs=encoder_epochs, diffusion_steps=diffusion_steps, progress_bar=progress_bar,
             checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval, precision=precision,
+            threads=threads,
         )
         return self
 
@@ -182,9 +184,7 @@ class CellSynth:
         self.check_trained()
         return codec.latent_of(self, adata, standardised)
 
-    def decode(self, zs: torch.Tensor, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-        """Standardised latents -> (log-normalised X, counts or None)."""
-        return codec.decode(self, zs, seed)
+    decode = codec.decode  # m.decode(zs, seed=0): standardised latents -> (X, counts or None)
 
     def clamp_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Keep sampled latents inside the range the training latents span (10 % slack)."""
@@ -255,6 +255,7 @@ class CellSynth:
         variance_weight: float = 0.5,
         eta: float = 0.0,
         progress_bar: bool = True,
+        threads: int | None = None,
     ) -> ad.AnnData:
         """Generate new cells, optionally of given conditions.
 
@@ -286,6 +287,8 @@ class CellSynth:
             as in scDiffusion Eq. 3).
         seed
             Seed of the initial noise, the DDPM noise and the count sampling.
+        threads
+            torch's threads (default: from the work and the CPUs, :mod:`cellsynth.threads`).
 
         Returns
         -------
@@ -301,12 +304,11 @@ class CellSynth:
         >>> mix = m.generate(1000, per_condition=True, guidance="classifier")  # doctest: +SKIP
         """
         opts = SamplingOptions(sampler, steps, variance_weight, eta, guidance, scale)
-        return sampling.generate(self, n_cells, opts, conditions=conditions, per_condition=per_condition,
-                                 filter=filter, keep_fraction=keep_fraction, seed=seed, progress_bar=progress_bar)
+        return sampling.generate(self, n_cells, opts, conditions=conditions, per_condition=per_condition, filter=filter,
+                                 keep_fraction=keep_fraction, seed=seed, progress_bar=progress_bar, threads=threads)
 
     def generate_to_file(self, n_cells: int, path: str | os.PathLike, **kwargs):
-        """Stream ``n_cells`` generated cells to an ``.h5ad`` in chunks (see
-        :func:`cellsynth.model.stream.generate_to_file`)."""
+        """Stream cells to an ``.h5ad`` in chunks (:func:`cellsynth.model.stream.generate_to_file`)."""
         from .stream import generate_to_file
 
         return generate_to_file(self, n_cells, path, **kwargs)
@@ -326,9 +328,7 @@ class CellSynth:
         """
         return persistence.load(cls, directory, adata, device)
 
-    def check_genes(self, adata: ad.AnnData) -> None:
-        """Raise unless ``adata`` has exactly the model's genes, in order."""
-        persistence.check_genes(self, adata)
+    check_genes = persistence.check_genes  # m.check_genes(adata): refuse other genes or another order
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..io.resume import Checkpoints, prefixed, rng_tensors, unprefixed
 from ..precision import check as check_precision
 from ..seeding import generator
+from ..threads import choose, n_params, using
 from ..train import History, train_classifier, train_denoiser, train_discriminator, train_encoder, train_encoder_backed
 from .codec import backed_latent, fit_calibration, raw_latent
 from .sampling import sample
@@ -30,9 +31,19 @@ from .config import ATLAS_CELL_PASSES, MAX_DISCRIMINATOR_FAKES, Hyperparameters
 log = logging.getLogger("cellsynth")
 
 
-def fit(model, *, encoder_epochs: int | None, diffusion_steps: int | None, progress_bar: bool,
-        checkpoint_dir: str | os.PathLike | None, resume: bool, checkpoint_interval: float, precision: str) -> None:
-    """Train ``model`` in place (see :meth:`CellSynth.fit`, which holds the defaults)."""
+def fit(model, *, threads: int | None, **options) -> None:
+    """Train ``model`` in place (see :meth:`CellSynth.fit`, which holds the defaults), on
+    the threads :mod:`cellsynth.threads` chooses for the work of one optimisation step."""
+    hp = model.hparams
+    work = 6.0 * max(hp.batch_size * n_params(model.encoder), hp.diffusion_batch_size * n_params(model.denoiser))
+    with using(*choose(work, threads), what="training"):
+        train_stages(model, **options)
+
+
+def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | None, progress_bar: bool,
+                 checkpoint_dir: str | os.PathLike | None, resume: bool, checkpoint_interval: float, precision: str) -> None:
+    """The encoder, the calibration and latent statistics, the denoiser, the classifiers
+    and the discriminator, with checkpoints."""
     if model.data is None:
         raise RuntimeError("This model was loaded without training data; it cannot be re-fitted.")
     if resume and checkpoint_dir is None:

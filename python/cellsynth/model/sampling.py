@@ -20,6 +20,7 @@ from .._version import __version__
 from ..diffusion.prior import SamplingOptions
 from ..errors import InputError
 from ..seeding import generator
+from ..threads import choose, n_params, using
 from .labels import plan
 
 log = logging.getLogger("cellsynth")
@@ -96,9 +97,17 @@ def provenance(model, opts: SamplingOptions, *, seed, conditions, per_condition,
     }
 
 
-def generate(model, n_cells: int, opts: SamplingOptions, *, conditions, per_condition: bool, filter: str | None,
-             keep_fraction: float, seed: int, progress_bar: bool) -> ad.AnnData:
-    """Generated cells as AnnData (see :meth:`CellSynth.generate`)."""
+def generate(model, n_cells: int, opts: SamplingOptions, *, threads: int | None, **request) -> ad.AnnData:
+    """Generated cells as AnnData (see :meth:`CellSynth.generate`), on the threads
+    :mod:`cellsynth.threads` chooses for one batch's forward passes."""
+    work = 2.0 * min(int(n_cells), 4096) * (n_params(model.ema.model) + n_params(model.encoder) / 2)
+    with using(*choose(work, threads), what="generating"):
+        return generate_cells(model, n_cells, opts, **request)
+
+
+def generate_cells(model, n_cells: int, opts: SamplingOptions, *, conditions, per_condition: bool, filter: str | None,
+                   keep_fraction: float, seed: int, progress_bar: bool) -> ad.AnnData:
+    """The cells of a request (see :func:`generate`)."""
     model.check_trained()
     if int(n_cells) < 1:
         raise ValueError(f"n_cells must be at least 1, got {n_cells}.")

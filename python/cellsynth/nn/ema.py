@@ -36,8 +36,7 @@ class EMA(nn.Module):
     def update(self, model: nn.Module) -> None:
         n = int(self.n_updates)
         d = min(self.decay, (1 + n) / (10 + n))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
         self.n_updates += 1
