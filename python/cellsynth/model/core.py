@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..pretrained import align_gene_parameters, pretrained_architecture
 from ..seeding import generator as seeded
 from ..train import History
-from . import codec, fitting, persistence, sampling
+from . import codec, fitting, persistence, sampling, stream
 from .config import Hyperparameters, default_device
 from .labels import add_clusters, condition_tensor, label_summary, resolve_conditions
 from .networks import build
@@ -309,9 +309,7 @@ class CellSynth:
 
     def generate_to_file(self, n_cells: int, path: str | os.PathLike, **kwargs):
         """Stream cells to an ``.h5ad`` in chunks (:func:`cellsynth.model.stream.generate_to_file`)."""
-        from .stream import generate_to_file
-
-        return generate_to_file(self, n_cells, path, **kwargs)
+        return stream.generate_to_file(self, n_cells, path, **kwargs)
 
     # ------------------------------------------------------------------ save / load
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> None:

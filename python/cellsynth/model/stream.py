@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +42,15 @@ def generate_to_file(
     chunk_size: int = 16_384,
     conditions: dict[str, str] | None = None,
     per_condition: bool = False,
-    guidance: str = "cfg",
-    scale: float | dict | None = None,
-    sampler: str = "ddim",
-    steps: int | None = 50,
     seed: int = 0,
-    variance_weight: float = 0.5,
-    eta: float = 0.0,
     progress_bar: bool = True,
+    **sampling_options,
 ) -> Path:
     """Generate ``n_cells`` cells into an ``.h5ad`` at ``path``, ``chunk_size`` cells at a time.
+
+    ``sampling_options`` are :class:`~cellsynth.diffusion.prior.SamplingOptions`'
+    fields, as :meth:`CellSynth.generate` takes them (``sampler``, ``steps``,
+    ``guidance``, ``scale``, ``variance_weight``, ``eta``).
 
     The file has what :meth:`CellSynth.generate` returns (``X`` log-normalised,
     ``layers['counts']``, ``obs['synthetic']``, condition columns,
@@ -69,7 +69,10 @@ def generate_to_file(
         raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
-    opts = SamplingOptions(sampler, steps, variance_weight, eta, guidance, scale).check()
+    unknown = sorted(set(sampling_options) - {f.name for f in fields(SamplingOptions)})
+    if unknown:
+        raise TypeError(f"generate_to_file() got unknown option(s) {unknown}; sampling options: {[f.name for f in fields(SamplingOptions)]}.")
+    opts = SamplingOptions(**sampling_options).check()
     plan = plan_request(model, n_cells, conditions, per_condition)
     n_lab = len(model.labels)
     null = model.denoiser.null_condition(1, "cpu")[0].numpy() if n_lab else None
@@ -83,7 +86,7 @@ def generate_to_file(
     blocks = range(0, n_cells, SEED_BLOCK)
     with H5adWriter(path, model.genes, layers=layers) as w:
         xs, cs, held = [], [], 0
-        for b, start in enumerate(progress(blocks, desc=f"{sampler} to {Path(path).name}", disable=not progress_bar)):
+        for b, start in enumerate(progress(blocks, desc=f"{opts.sampler} to {Path(path).name}", disable=not progress_bar)):
             m = min(SEED_BLOCK, n_cells - start)
             cond = torch.as_tensor(codes[start : start + m], device=model.device) if n_lab else None
             g = torch.Generator().manual_seed(mix_seed(seed, b))
