@@ -91,7 +91,8 @@ def calibrate(rho: torch.Tensor, library: torch.Tensor, counts: torch.Tensor, th
     """
     real_prop = (counts / counts.sum(1, keepdim=True).clamp(min=1)).mean(0)
     scale = real_prop / rho.mean(0).clamp(min=1e-30)
-    scale = torch.where(real_prop > 0, scale, torch.ones_like(scale))
+    # a gene no calibration cell expresses stays at zero in generated cells
+    scale = torch.where(real_prop > 0, scale, torch.zeros_like(scale))
     cal = CountCalibration(scale=scale, theta=torch.ones_like(scale))
     mu = cal.apply(rho) * library[:, None]
     theta = theta.to(mu)

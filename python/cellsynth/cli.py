@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ModelFileError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"cellsynth {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: no traceback; partial outputs were removed on the way out
+        print(f"cellsynth {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,11 +61,24 @@ class SamplingOptions:
     guidance: str = "cfg"
     scale: float | dict | None = None
 
-    def check(self) -> "SamplingOptions":
+    def check(self, n_steps: int | None = None) -> "SamplingOptions":
+        """Refuse options that cannot run (``n_steps``: the schedule's T, when known)."""
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}.")
         if self.guidance not in GUIDANCE:
             raise ValueError(f"guidance must be 'cfg' or 'classifier', got {self.guidance!r}.")
+        if self.steps is not None and (int(self.steps) != self.steps or self.steps < 1):
+            raise ValueError(f"steps must be a whole number >= 1, got {self.steps!r}.")
+        if self.sampler == "ddim" and self.steps is not None and n_steps is not None and self.steps > n_steps:
+            raise ValueError(f"steps must be at most the model's {n_steps} diffusion steps, got {self.steps}.")
+        scales = self.scale.values() if isinstance(self.scale, dict) else [] if self.scale is None else [self.scale]
+        for s in scales:
+            if not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+                raise ValueError(f"scale must be a finite number >= 0, got {s!r}.")
+        if not 0.0 <= self.variance_weight <= 1.0:
+            raise ValueError(f"variance_weight must lie in [0, 1], got {self.variance_weight}.")
+        if not (math.isfinite(self.eta) and self.eta >= 0):
+            raise ValueError(f"eta must be a finite number >= 0, got {self.eta}.")
         return self
 
 

@@ -222,7 +222,7 @@ class CellSynth:
         self.check_trained()
         if int(n_cells) < 1:
             raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
-        opts = SamplingOptions(sampler, steps, variance_weight, eta, guidance, scale).check()
+        opts = SamplingOptions(sampler, steps, variance_weight, eta, guidance, scale).check(self.schedule.n_steps)
         cond = self.condition_tensor(int(n_cells), self.condition_codes(conditions))
         g = generator if generator is not None else seeded(seed)
         return sampling.sample(self, int(n_cells), cond, opts, g, batch_size=batch_size, progress_bar=progress_bar)

@@ -111,7 +111,7 @@ def generate_cells(model, n_cells: int, opts: SamplingOptions, *, conditions, pe
     model.check_trained()
     if int(n_cells) < 1:
         raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
-    opts.check()
+    opts.check(model.schedule.n_steps)
     if filter not in FILTERS:
         raise ValueError(f"filter must be None, 'discriminator' or 'classifier', got {filter!r}.")
     if not 0 < keep_fraction <= 1:

@@ -72,7 +72,7 @@ def generate_to_file(
     unknown = sorted(set(sampling_options) - {f.name for f in fields(SamplingOptions)})
     if unknown:
         raise TypeError(f"generate_to_file() got unknown option(s) {unknown}; sampling options: {[f.name for f in fields(SamplingOptions)]}.")
-    opts = SamplingOptions(**sampling_options).check()
+    opts = SamplingOptions(**sampling_options).check(model.schedule.n_steps)
     plan = plan_request(model, n_cells, conditions, per_condition)
     n_lab = len(model.labels)
     null = model.denoiser.null_condition(1, "cpu")[0].numpy() if n_lab else None
