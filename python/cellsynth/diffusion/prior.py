@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -73,7 +74,7 @@ class SamplingOptions:
             raise ValueError(f"steps must be at most the model's {n_steps} diffusion steps, got {self.steps}.")
         scales = self.scale.values() if isinstance(self.scale, dict) else [] if self.scale is None else [self.scale]
         for s in scales:
-            if not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            if not isinstance(s, numbers.Real) or not math.isfinite(s) or s < 0:
                 raise ValueError(f"scale must be a finite number >= 0, got {s!r}.")
         if not 0.0 <= self.variance_weight <= 1.0:
             raise ValueError(f"variance_weight must lie in [0, 1], got {self.variance_weight}.")
