@@ -100,14 +100,18 @@ inline void pack_queries(const float* q, int64_t q0, int64_t nq, int64_t d, floa
     }
 }
 
+}  // namespace simd
+
+// defined in kernels.hpp (included after this file): squared row norms, summed in double
+template <typename T>
+inline std::vector<T> row_sqnorms(const T* x, int64_t n, int64_t d);
+
+namespace simd {
+
 // Squared norms, padded to whole panels with `pad`.
 inline std::vector<float> sqnorms(const float* x, int64_t n, int64_t d, int64_t padded, float pad) {
-  std::vector<float> out(static_cast<size_t>(padded), pad);
-  for (int64_t i = 0; i < n; ++i) {
-    double s = 0.0;
-    for (int64_t j = 0; j < d; ++j) s += static_cast<double>(x[i * d + j]) * x[i * d + j];
-    out[i] = static_cast<float>(s);
-  }
+  std::vector<float> out = row_sqnorms(x, n, d);
+  out.resize(static_cast<size_t>(padded), pad);
   return out;
 }
 
