@@ -23,8 +23,10 @@ ARCH_KEYS = ("encoder", "latent_dim", "encoder_hidden", "dispersion", "decoder")
 
 
 def read_pretrained_encoder(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], list[str]]:
-    """The encoder architecture, encoder weights and genes of a saved cellsynth model."""
+    """The encoder architecture, encoder weights and modelled genes of a saved cellsynth model."""
     cfg, tensors, genes = load_model(directory)
+    if "genes.modelled" in tensors:  # the encoder's genes are the modelled subset of genes.txt
+        genes = [genes[int(i)] for i in tensors["genes.modelled"].tolist()]
     hp = cfg.get("hyperparameters", {})
     arch = {k: hp[k] for k in ARCH_KEYS if k in hp}
     enc = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}

@@ -58,6 +58,19 @@ class BackedData:
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # column -> codes of kept rows
     categories: dict[str, list[str]] = field(default_factory=dict)
     block: int = BLOCK
+    var: object = None  # the file's gene annotations (a DataFrame)
+    #: out-of-core data models every gene of the file (choose genes beforehand to model fewer)
+    rest = None
+
+    @property
+    def all_genes(self) -> list[str]:
+        return self.genes
+
+    @property
+    def choice(self):
+        from .genes import GeneChoice
+
+        return GeneChoice(np.arange(len(self.genes), dtype=np.int64), len(self.genes), "all", None, 0)
 
     @property
     def n_rows(self) -> int:
@@ -200,6 +213,7 @@ def prepare_backed(
         path=path,
         layer=layer,
         genes=[str(x) for x in var.index],
+        var=var,
         input_kind=kind,
         library=library,
         keep=keep,
@@ -209,11 +223,15 @@ def prepare_backed(
     )
 
 
-def prepare_any(adata, *, labels=None, layer=None, drop_empty_cells=False, backed=False, progress_bar=True):
+def prepare_any(adata, *, labels=None, layer=None, drop_empty_cells=False, backed=False, progress_bar=True, seed=0, **genes):
     """:func:`prepare` (cells in memory) or, with ``backed=True``, :func:`prepare_backed`
-    (cells read from an ``.h5ad`` path block by block)."""
+    (cells read from an ``.h5ad`` path block by block, every gene modelled). ``genes``:
+    :func:`prepare`'s gene choice (``n_top_genes``, ``min_cells``, ``genes``)."""
     if not backed:
-        return prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells)
+        return prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, seed=seed, **genes)
     if not isinstance(adata, (str, os.PathLike)):
         raise InputError("backed=True reads cells from disk: pass the .h5ad path, not an in-memory AnnData.")
+    if genes.get("genes") is not None:
+        raise InputError("backed=True models every gene of the file; write the genes to model to a file first "
+                         "(adata[:, genes].write_h5ad(...)) or train in memory with genes=[...].")
     return prepare_backed(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, progress_bar=progress_bar)

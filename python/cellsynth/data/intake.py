@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
+from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, RestModel, choose_genes, fit_rest
 
 log = logging.getLogger("cellsynth")
 
@@ -25,16 +26,21 @@ TARGET_SUM = 1e4
 
 @dataclass
 class Prepared:
-    """What the model trains on, fixed at set-up time."""
+    """What the model trains on, fixed at set-up time: the modelled genes of the usable
+    cells (dense), and a per-gene model of the other genes."""
 
-    genes: list[str]
-    x_log: np.ndarray  # (cells, genes) float32, log1p(normalise_total 1e4)
-    counts: np.ndarray | None  # (cells, genes) float32 integer-valued, or None
-    library: np.ndarray  # (cells,) total counts (1e4 for log-normalised input)
+    genes: list[str]  # the modelled genes (columns of x_log / counts)
+    x_log: np.ndarray  # (cells, modelled genes) float32, log1p(normalise_total 1e4)
+    counts: np.ndarray | None  # (cells, modelled genes) float32 integer-valued, or None
+    library: np.ndarray  # (cells,) counts over the modelled genes (1e4 for log-normalised input)
     input_kind: str  # "counts" | "lognorm"
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # column -> int codes
     categories: dict[str, list[str]] = field(default_factory=dict)  # column -> names
     obs_names: list[str] = field(default_factory=list)
+    all_genes: list[str] = field(default_factory=list)  # every input gene, input order
+    choice: GeneChoice | None = None  # which genes are modelled, and why
+    rest: RestModel | None = None  # the genes not modelled
+    var: pd.DataFrame | None = None  # the input's gene annotations (all genes)
 
 
 def read(data: ad.AnnData | str | os.PathLike) -> ad.AnnData:
@@ -53,6 +59,15 @@ def _dense(m) -> np.ndarray:
     if sp.issparse(m):
         return np.asarray(m.toarray(), dtype=np.float64)
     return np.asarray(m, dtype=np.float64)
+
+
+def _rows(m) -> sp.csr_matrix | np.ndarray:
+    """``m`` as CSR when sparse (row slicing), else as an array; never densified."""
+    return sp.csr_matrix(m) if sp.issparse(m) else np.asarray(m)
+
+
+def _row_sums(m) -> np.ndarray:
+    return np.asarray(m.sum(1), dtype=np.float64).ravel()
 
 
 def _values(m) -> np.ndarray:
@@ -149,14 +164,20 @@ def prepare(
     labels: list[str] | None = None,
     layer: str | None = None,
     drop_empty_cells: bool = False,
+    n_top_genes: int | None = N_TOP_GENES,
+    min_cells: int = MIN_CELLS,
+    genes: list[str] | None = None,
+    select: bool = True,
+    seed: int = 0,
 ) -> Prepared:
-    """Validate and normalise ``adata`` for training.
+    """Validate and normalise ``adata`` for training, and choose the genes to model.
 
     Parameters
     ----------
     adata
         AnnData or ``.h5ad`` path. Raw counts are preferred; log-normalised values
-        (``log1p`` of 1e4-normalised counts) are accepted.
+        (``log1p`` of 1e4-normalised counts) are accepted. Sparse matrices stay
+        sparse: only the modelled genes are ever dense.
     labels
         ``obs`` columns to encode as conditions.
     layer
@@ -164,11 +185,21 @@ def prepare(
     drop_empty_cells
         Cells with no counts are refused unless this is True, in which case they are
         dropped with a warning.
+    n_top_genes, min_cells, genes
+        Which genes the networks learn (:func:`cellsynth.data.genes.choose_genes`):
+        genes detected in at least ``min_cells`` cells, at most ``n_top_genes`` highly
+        variable ones of them, or exactly ``genes``.
+    select
+        ``False``: model every gene as given (no choice, no per-gene rest model).
+    seed
+        Seed of the cell subsample that ranks highly variable genes on big data.
 
     Examples
     --------
     >>> import scanpy as sc
     >>> p = prepare(sc.datasets.pbmc3k(), labels=None)  # doctest: +SKIP
+    >>> p.choice.summary()  # doctest: +SKIP
+    {'n_genes': 32738, 'n_modelled': 2000, 'method': 'hvg', 'n_top_genes': 2000, 'min_cells': 3}
     """
     adata = read(adata)
     labels = list(labels or [])
@@ -183,14 +214,43 @@ def prepare(
     validate_matrix(m, where)
     check_unique_genes(adata.var_names)
     kind = detect_kind(m)
-    x = _dense(m)
-    totals = x.sum(1)
-    keep = usable_cells(totals, drop_empty_cells)
+    m = _rows(m)
+    keep = usable_cells(_row_sums(m), drop_empty_cells)
     if not keep.all():
-        x, totals = x[keep], totals[keep]
+        m = m[keep]
     codes, cats = encode_labels(adata.obs.loc[keep], labels)
+    names = [str(g) for g in adata.var_names]
+    if select:
+        choice = choose_genes(m, names, kind, n_top_genes=n_top_genes, min_cells=min_cells, genes=genes, seed=seed)
+    else:
+        choice = GeneChoice(np.arange(len(names), dtype=np.int64), len(names), "all", None, 0)
+    x = _dense(m if choice.all_modelled else m[:, choice.modelled])
+    totals = x.sum(1)
+    if not choice.all_modelled and (totals <= 0).any():
+        empty = totals <= 0
+        log.warning(
+            "dropping %d cell(s) with no counts in the %d modelled genes (they are still counted in the "
+            "unmodelled genes' statistics); model more genes (--n-top-genes) to keep them", int(empty.sum()), x.shape[1],
+        )
+        if (~empty).sum() < 2:
+            raise InputError("Fewer than 2 cells have counts in the modelled genes; model more genes (n_top_genes=None).")
+    else:
+        empty = np.zeros(len(totals), bool)
+    rest = None
+    if not choice.all_modelled:
+        rest_genes = np.setdiff1d(np.arange(len(names)), choice.modelled)
+        rest = fit_rest(m, kind, rest_genes, totals if kind == "counts" else np.full(len(totals), TARGET_SUM))
+        log.info(
+            "modelling %d of %d genes (%s: detected in >= %d cells%s); the other %d come from a per-gene model",
+            len(choice.modelled), len(names), choice.method, choice.min_cells,
+            f", top {choice.n_top_genes} highly variable" if choice.method == "hvg" else "", len(rest_genes),
+        )
+    rows = np.flatnonzero(keep)[~empty]
+    if empty.any():
+        x, totals = x[~empty], totals[~empty]
+        codes = {c: v[~empty] for c, v in codes.items()}
     if kind == "counts":
-        log.info("%s holds raw counts (%d cells x %d genes); normalising to 1e4 per cell + log1p", where, *x.shape)
+        log.info("%s holds raw counts (%d cells x %d genes); normalising to 1e4 per cell + log1p", where, x.shape[0], len(names))
         counts = x.astype(np.float32)
         x_log = normalise_log(x).astype(np.float32)
         library = totals.astype(np.float32)
@@ -204,12 +264,16 @@ def prepare(
         x_log = x.astype(np.float32)
         library = np.full(x.shape[0], TARGET_SUM, np.float32)
     return Prepared(
-        genes=[str(g) for g in adata.var_names],
+        genes=[names[i] for i in choice.modelled],
         x_log=x_log,
         counts=counts,
         library=library,
         input_kind=kind,
         labels=codes,
         categories=cats,
-        obs_names=[str(o) for o in adata.obs_names[keep]],
+        obs_names=[str(o) for o in adata.obs_names[rows]],
+        all_genes=names,
+        choice=choice,
+        rest=rest,
+        var=adata.var.copy(),
     )

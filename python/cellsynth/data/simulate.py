@@ -207,3 +207,66 @@ def simulate_perturbation(
     )
     out.varm["true_response"] = pd.DataFrame(response.T, index=out.var_names, columns=tnames)
     return out
+
+
+def simulate_transcriptome(
+    n_cells: int = 5000,
+    n_genes: int = 33_000,
+    n_types: int = 6,
+    *,
+    library_median: float = 4000.0,
+    silent_fraction: float = 0.3,
+    program_genes: int = 200,
+    effect_size: float = 1.5,
+    seed: int = 0,
+    cells_seed: int | None = None,
+    chunk: int = 512,
+) -> ad.AnnData:
+    """Whole-transcriptome-shaped UMI counts (sparse CSR), as Cell Ranger gives them.
+
+    Gene abundances are log-normal over several orders of magnitude, a fraction
+    ``silent_fraction`` of genes is never expressed, each cell type up-regulates its own
+    ``program_genes`` genes, library sizes are log-normal around ``library_median``
+    (sd 0.5 in log) and counts are gamma-Poisson with a per-gene dispersion. With the
+    defaults about 93-95 % of the entries are zero, as in 10x data. Cells are drawn
+    ``chunk`` at a time, so memory stays O(chunk x genes) plus the sparse result.
+    ``var`` has ``gene_ids`` and ``feature_types`` as in a 10x matrix.
+
+    Examples
+    --------
+    >>> a = simulate_transcriptome(300, 2000, 3, seed=0)
+    >>> a.shape, a.X.format, round(1 - a.X.nnz / (300 * 2000), 2) > 0.85
+    ((300, 2000), 'csr', True)
+    """
+    bio = np.random.default_rng(seed)
+    base = bio.normal(0.0, 2.0, n_genes)
+    silent = bio.random(n_genes) < silent_fraction
+    k = min(program_genes, n_genes)
+    expressed = np.flatnonzero(~silent)
+    prog = np.zeros((n_types, n_genes))
+    for t in range(n_types):
+        genes = bio.choice(expressed, min(k, len(expressed)), replace=False)
+        prog[t, genes] = bio.lognormal(np.log(effect_size), 0.3, len(genes))
+    theta = bio.lognormal(np.log(2.0), 0.5, n_genes)
+    rng = np.random.default_rng(seed if cells_seed is None else cells_seed)
+    types = rng.integers(0, n_types, n_cells)
+    lib = rng.lognormal(np.log(library_median), 0.5, n_cells)
+    blocks = []
+    for s in range(0, n_cells, chunk):
+        t, ln = types[s : s + chunk], lib[s : s + chunk]
+        logit = base[None, :] + prog[t]
+        logit[:, silent] = -np.inf
+        p = np.exp(logit - logit.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        mu = p * ln[:, None]
+        c = rng.poisson(rng.gamma(theta, mu / theta)).astype(np.float32)
+        c[c.sum(1) == 0, expressed[np.argmax(base[expressed])]] = 1
+        blocks.append(sp.csr_matrix(c))
+    names = [f"type{t}" for t in range(n_types)]
+    return ad.AnnData(
+        sp.vstack(blocks, format="csr"),
+        obs=pd.DataFrame({"cell_type": pd.Categorical([names[t] for t in types], categories=names)},
+                         index=[f"cell{i}" for i in range(n_cells)]),
+        var=pd.DataFrame({"gene_ids": [f"ENSG{j:011d}" for j in range(n_genes)], "feature_types": "Gene Expression"},
+                         index=[f"gene{j}" for j in range(n_genes)]),
+    )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from ..calibration import MAX_CELLS as CALIBRATION_CELLS
@@ -50,19 +52,20 @@ def backed_latent(model, d: BackedData, progress_bar: bool) -> torch.Tensor:
 
 
 def align(model, adata: ad.AnnData) -> ad.AnnData:
-    """``adata`` restricted to the model's genes, in the model's order."""
-    missing = [g for g in model.genes if g not in set(adata.var_names)]
+    """``adata`` restricted to the genes the model's networks learn, in the model's order."""
+    have = set(adata.var_names)
+    missing = [g for g in model.modelled_genes if g not in have]
     if missing:
         raise InputError(
-            f"{len(missing)} of the model's {len(model.genes)} genes are missing from the data "
-            f"(e.g. {missing[:5]}); the data must contain the model's gene list (model.genes)."
+            f"{len(missing)} of the {len(model.modelled_genes)} genes the model learns are missing from the data "
+            f"(e.g. {missing[:5]}); the data must contain them (model.modelled_genes)."
         )
-    return adata[:, model.genes]
+    return adata[:, model.modelled_genes]
 
 
 def latent_of(model, adata: ad.AnnData, standardised: bool = True) -> np.ndarray:
     """Diffusion latents of real cells (see :meth:`CellSynth.get_latent`)."""
-    p = prepare(align(model, adata), layer=None)
+    p = prepare(align(model, adata), layer=None, select=False)
     x = torch.as_tensor(p.x_log, device=model.device)
     z = raw_latent(model, x, torch.as_tensor(p.library, device=model.device))
     if standardised:
@@ -76,7 +79,7 @@ def fit_calibration(model, d, z: torch.Tensor | None) -> None:
     ``CALIBRATION_CELLS`` training cells (fewer for many genes), drawn with the
     model's seed; ``z``: the raw latents of all cells (in memory) or None (backed:
     random blocks are read and encoded)."""
-    n_genes = len(model.genes)
+    n_genes = len(model.modelled_genes)
     budget = max(200, min(CALIBRATION_CELLS, 20_000_000 // max(n_genes, 1)))
     rng = np.random.default_rng(model.seed)
     if z is not None:
@@ -133,3 +136,48 @@ def decode(model, zs: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, np.ndarr
         else:
             xs.append(out.logexpr.cpu().numpy().astype(np.float32))
     return np.concatenate(xs), (np.concatenate(cs) if cs else None)
+
+
+def cells(model, zs: torch.Tensor, seed: int = 0):
+    """Standardised latents -> cells over *every* input gene: ``(X, counts or None)``.
+
+    The modelled genes come from :func:`decode`; the others from the model's per-gene
+    rest model (:class:`~cellsynth.data.genes.RestModel`, its own random stream), at
+    each cell's modelled library size. With every gene modelled this is :func:`decode`.
+    For count-level models ``X`` is ``log1p`` of the 1e4-normalised counts over all genes.
+    """
+    x, c = decode(model, zs, seed=seed)
+    if model.rest is None:
+        return x, c
+    rng = np.random.default_rng([int(seed), 7])
+    n = x.shape[0]
+    lib = c.sum(1) if c is not None else np.full(n, 1e4)
+    rest = model.rest.sample(lib, rng)
+    order = np.concatenate([model.modelled_index, model.rest.genes])
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))
+    def full(mod):
+        return sp.csr_matrix(sp.hstack([sp.csr_matrix(mod), rest], format="csc")[:, where])
+    if c is None:
+        return full(x), None
+    counts = full(c)
+    return normalise_log_sparse(counts), counts
+
+
+def normalise_log_sparse(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """``log1p(normalise_total 1e4)`` of sparse counts, kept sparse (float32)."""
+    lib = np.asarray(counts.sum(1), dtype=np.float64).ravel()
+    out = sp.csr_matrix(sp.diags(1e4 / np.maximum(lib, 1e-12)) @ counts, dtype=np.float64)
+    out.data = np.log1p(out.data)
+    return out.astype(np.float32)
+
+
+def output_var(model) -> pd.DataFrame:
+    """``var`` of generated cells: the input's gene annotations (every gene, input
+    order) and ``cellsynth_modelled`` (learned by the networks or by the rest model)."""
+    var = model.var.copy() if model.var is not None else pd.DataFrame(index=pd.Index(model.genes))
+    var.index = pd.Index(model.genes)
+    modelled = np.zeros(len(model.genes), bool)
+    modelled[model.modelled_index] = True
+    var["cellsynth_modelled"] = modelled
+    return var

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data.backed import BackedData, prepare_any
+from ..data.genes import MIN_CELLS, N_TOP_GENES
 from ..data.intake import Prepared
 from ..diffusion.prior import LatentPrior, SamplingOptions
 from ..distributed import Dist, device_for, from_env
@@ -30,7 +31,8 @@ from ..seeding import generator as seeded
 from ..train import History
 from . import codec, fitting, persistence, sampling, stream
 from .config import Hyperparameters, default_device
-from .labels import add_clusters, condition_tensor, label_summary, resolve_conditions
+from .labels import add_clusters, condition_tensor, resolve_conditions
+from .setup import attach
 from .networks import build
 
 log = logging.getLogger("cellsynth")
@@ -48,18 +50,19 @@ class CellSynth:
         ``obs`` columns to condition on (cell type, tissue, treatment, ...).
     layer
         Expression layer to use (default ``layers['counts']`` if present, else ``X``).
+    n_top_genes, min_cells, genes
+        The networks learn the genes detected in >= ``min_cells`` cells, at most
+        ``n_top_genes`` highly variable ones (scanpy; ``None``: all), or exactly ``genes``.
+        Generated cells carry every input gene: :mod:`cellsynth.data.genes`.
     drop_empty_cells
         Drop cells with zero counts with a warning instead of refusing the data.
     pretrained
-        Directory of a saved cellsynth model whose encoder to start from; its weights
-        are aligned to this data's genes by name (shared genes copied, new genes
-        initialised fresh) and fine-tuned by :meth:`fit`. Its encoder architecture
-        is used.
+        Saved model whose encoder (architecture and weights, aligned to these genes by
+        name; new genes start fresh) :meth:`fit` fine-tunes.
     clusters
-        Also condition on Leiden clusters of the data (SCLD's pre-guidance), stored
-        as the label column ``"cluster"``, so you can ask for "more of this cluster"
-        on unlabelled data. Off by default: it makes the *unconditional* cells less
-        realistic (``benchmarks/NOTES.md``).
+        Also condition on Leiden clusters (SCLD's pre-guidance; label column ``"cluster"``)
+        to ask for "more of this cluster" on unlabelled data. Off by default: it makes
+        the *unconditional* cells less realistic (``benchmarks/NOTES.md``).
     seed
         Seed for every random path of training (splits, batches, noise).
     device
@@ -83,6 +86,9 @@ class CellSynth:
         labels: list[str] | str | None = None,
         *,
         layer: str | None = None,
+        n_top_genes: int | None = N_TOP_GENES,
+        min_cells: int = MIN_CELLS,
+        genes: list[str] | None = None,
         drop_empty_cells: bool = False,
         pretrained: str | os.PathLike | None = None,
         clusters: bool = False,
@@ -110,17 +116,14 @@ class CellSynth:
             labels = [labels]
         if backed and clusters:
             raise InputError("clusters=True needs the whole matrix in memory; cluster first (e.g. with scanpy on a subsample) and pass the column as a label.")
-        self.data = prepare_any(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, backed=backed, progress_bar=self.dist.is_main)
-        self.cluster_column = add_clusters(self.data, self.hparams.cluster_resolution, self.seed) if clusters else None
-        self.genes = self.data.genes
-        self.labels = list(self.data.labels)
-        self.categories = self.data.categories
-        self.label_counts, self.combinations = label_summary(self.labels, self.data.labels, self.categories)
-        self.input_kind = self.data.input_kind
+        data = prepare_any(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, backed=backed,
+                           progress_bar=self.dist.is_main, seed=self.seed, n_top_genes=n_top_genes, min_cells=min_cells, genes=genes)
+        self.cluster_column = add_clusters(data, self.hparams.cluster_resolution, self.seed) if clusters else None
+        attach(self, data)
         build(self)
         self.pretrained_genes_shared = None
         if pre is not None:
-            self.pretrained_genes_shared = align_gene_parameters(self.encoder, pre[0], pre[1], self.genes)
+            self.pretrained_genes_shared = align_gene_parameters(self.encoder, pre[0], pre[1], self.modelled_genes)
 
     @property
     def count_level(self) -> bool:
@@ -162,11 +165,9 @@ class CellSynth:
         >>> m.fit(diffusion_steps=2000)  # doctest: +SKIP
         >>> m.fit(checkpoint_dir="run/ckpt", resume=True)  # doctest: +SKIP
         """
-        fitting.fit(
-            self, encoder_epochs=encoder_epochs, diffusion_steps=diffusion_steps, progress_bar=progress_bar,
-            checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval, precision=precision,
-            threads=threads,
-        )
+        fitting.fit(self, encoder_epochs=encoder_epochs, diffusion_steps=diffusion_steps, progress_bar=progress_bar,
+                    checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_interval=checkpoint_interval,
+                    precision=precision, threads=threads)
         return self
 
     def check_trained(self) -> None:
@@ -184,7 +185,10 @@ class CellSynth:
         self.check_trained()
         return codec.latent_of(self, adata, standardised)
 
-    decode = codec.decode  # m.decode(zs, seed=0): standardised latents -> (X, counts or None)
+    decode = codec.decode  # m.decode(zs, seed=0): standardised latents -> (X, counts or None), modelled genes
+    cells = codec.cells  # m.cells(zs, seed=0): the same over every input gene
+    output_var = codec.output_var  # m.output_var(): var of generated cells
+    modelled_index = property(lambda self: self.gene_choice.modelled, doc="Positions of modelled_genes in genes.")
 
     def clamp_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Keep sampled latents inside the range the training latents span (10 % slack)."""
@@ -331,6 +335,6 @@ class CellSynth:
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
         return (
-            f"CellSynth({state}, {len(self.genes)} genes, encoder={self.hparams.encoder}, "
+            f"CellSynth({state}, {len(self.genes)} genes ({len(self.modelled_genes)} modelled), encoder={self.hparams.encoder}, "
             f"latent={self.hparams.latent_dim}, labels={self.labels}, input={self.input_kind})"
         )

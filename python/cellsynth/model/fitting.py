@@ -69,7 +69,8 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
             if stage_name == "diffusion":
                 tensors |= prefixed("denoiser", model.denoiser.state_dict()) | prefixed("ema", model.ema.state_dict())
             tensors |= prefixed("loop", loop["tensors"] | rng_tensors(g))
-            meta = {"stage": stage_name, "loop": loop["meta"], "seed": model.seed, "hyperparameters": asdict(hp)}
+            meta = {"stage": stage_name, "loop": loop["meta"], "seed": model.seed, "hyperparameters": asdict(hp),
+                    "modelled": model.modelled_index.tolist()}
             if stage_name == "diffusion":
                 meta["encoder_history"] = asdict(model.history["encoder"])
             ck.save(tensors, meta, model.genes)
@@ -159,7 +160,8 @@ def resume_state(model, ck: Checkpoints) -> tuple[dict, dict] | None:
         log.warning("no checkpoint in %s; training from the start", ck.dir)
         return None
     tensors, meta, genes = found
-    if genes != model.genes or meta.get("hyperparameters") != asdict(model.hparams) or meta.get("seed") != model.seed:
+    same_genes = genes == model.genes and meta.get("modelled", list(range(len(genes)))) == model.modelled_index.tolist()
+    if not same_genes or meta.get("hyperparameters") != asdict(model.hparams) or meta.get("seed") != model.seed:
         raise InputError(
             f"The checkpoint in {ck.dir} was written by a different run (genes, hyper-parameters or seed differ); "
             "resume with the same data and options, or use another --checkpoint-dir."

@@ -17,7 +17,7 @@ def build(model) -> None:
     torch.manual_seed(model.seed)
     enc_cls = ENCODERS[hp.encoder]
     model.encoder = enc_cls(
-        n_genes=len(model.genes),
+        n_genes=len(model.modelled_genes),
         latent_dim=hp.latent_dim,
         hidden=hp.encoder_hidden,
         likelihood="nb" if model.count_level else "mse",

@@ -10,8 +10,12 @@ from dataclasses import asdict
 import anndata as ad
 import torch
 
+import numpy as np
+import pandas as pd
+
 from .._version import __version__
 from ..calibration import CountCalibration
+from ..data.genes import GeneChoice, RestModel
 from ..errors import InputError, ModelFileError
 from ..io.checkpoint import load_model, save_model
 from .config import STATS
@@ -28,6 +32,8 @@ def config(model) -> dict:
         "categories": model.categories,
         "input_kind": model.input_kind,
         "n_genes": len(model.genes),
+        "gene_choice": model.gene_choice.summary(),
+        "var": var_columns(model.var),
         "label_counts": model.label_counts,
         "combinations": model.combinations,
         "cluster_column": model.cluster_column,
@@ -49,6 +55,9 @@ def save(model, directory: str | os.PathLike, overwrite: bool = False) -> None:
         tensors |= {f"discriminator.{k}": v for k, v in model.discriminator.state_dict().items()}
     for name in STATS:
         tensors[f"stats.{name}"] = getattr(model, name)
+    tensors["genes.modelled"] = torch.as_tensor(model.modelled_index, dtype=torch.int64)
+    if model.rest is not None:
+        tensors |= {k: torch.as_tensor(v) for k, v in model.rest.tensors().items()}
     if model.calibration is not None:
         tensors["calibration.scale"] = model.calibration.scale.double()
         tensors["calibration.theta"] = model.calibration.theta.double()
@@ -69,10 +78,28 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
         m.label_counts = {c: {k: int(v) for k, v in d.items()} for c, d in cfg["label_counts"].items()}
         m.combinations = [list(map(int, r)) for r in cfg["combinations"]]
         m.cluster_column = cfg["cluster_column"]
+        choice = dict(cfg.get("gene_choice") or {"method": "all", "n_top_genes": None, "min_cells": 0})
+        var = var_frame(cfg.get("var"), genes)
         has_disc = bool(cfg["has_discriminator"])
         calibrated = bool(cfg.get("count_calibration", False))  # absent in models saved before it existed
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
+    try:
+        index = tensors["genes.modelled"].numpy().astype(np.int64) if "genes.modelled" in tensors else np.arange(len(genes))
+        if index.ndim != 1 or len(index) == 0 or (np.diff(index) <= 0).any() or index[0] < 0 or index[-1] >= len(genes):
+            raise ModelFileError(f"{directory}: genes.modelled is not an increasing list of positions in genes.txt.")
+        m.gene_choice = GeneChoice(index, len(genes), choice["method"], choice["n_top_genes"], choice["min_cells"])
+        m.modelled_genes = [genes[i] for i in index]
+        m.var = var
+        m.rest = None
+        if len(index) < len(genes):
+            m.rest = RestModel.from_tensors(tensors, m.input_kind)
+            want = np.setdiff1d(np.arange(len(genes)), index)
+            sizes = {len(v) for v in (m.rest.rate, m.rest.theta, m.rest.scale)}
+            if not np.array_equal(m.rest.genes, want) or sizes != {len(want)}:
+                raise ModelFileError(f"{directory}: the rest-gene tensors do not match genes.txt and genes.modelled.")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{directory}: the gene choice in the model files is malformed ({e}).") from e
     build(m)
     try:
         modules = [("encoder.", m.encoder), ("denoiser.", m.denoiser), ("ema.", m.ema.model), ("classifiers.", m.classifiers)]
@@ -87,7 +114,7 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
             raise KeyError(f"stats.combination_means has shape {tuple(m.combination_means.shape)}")
         if calibrated:
             scale, theta = tensors["calibration.scale"], tensors["calibration.theta"]
-            if scale.shape != (len(genes),) or theta.shape != (len(genes),):
+            if scale.shape != (len(m.modelled_genes),) or theta.shape != (len(m.modelled_genes),):
                 raise KeyError(f"calibration tensors have shapes {tuple(scale.shape)}, {tuple(theta.shape)}")
             m.calibration = CountCalibration(scale.to(m.device, torch.float64), theta.to(m.device, torch.float64))
     except (RuntimeError, KeyError) as e:
@@ -113,3 +140,31 @@ def check_genes(model, adata: ad.AnnData) -> None:
             + ("; same genes, different order" if not missing and not extra else "")
             + "). Subset/reorder with adata[:, model.genes]."
         )
+
+
+def var_columns(var: pd.DataFrame | None) -> list:
+    """The input's gene annotations for ``config.json``, as ``[name, values]`` pairs in
+    column order: columns of strings, numbers or booleans (others are left out)."""
+    if var is None:
+        return []
+    out = []
+    for col in var.columns:
+        v = var[col]
+        if isinstance(v.dtype, pd.CategoricalDtype) or v.dtype == object:
+            vals = v.astype(str).tolist()
+        elif v.dtype.kind in "biuf":
+            vals = [None if (isinstance(x, float) and not np.isfinite(x)) else x for x in v.tolist()]
+        else:
+            continue
+        out.append([str(col), vals])
+    return out
+
+
+def var_frame(columns: list | None, genes: list[str]) -> pd.DataFrame:
+    """The gene annotations read back from ``config.json`` (every column the length of genes.txt)."""
+    var = pd.DataFrame(index=pd.Index(genes))
+    for col, vals in columns or []:
+        if not isinstance(vals, list) or len(vals) != len(genes):
+            raise ValueError(f"var column {col!r} does not have one value per gene")
+        var[str(col)] = vals
+    return var

@@ -88,6 +88,7 @@ def provenance(model, opts: SamplingOptions, *, seed, conditions, per_condition,
         "encoder": model.hparams.encoder,
         "schedule": model.hparams.schedule,
         "input_kind": model.input_kind,
+        "genes": json.dumps(model.gene_choice.summary(), sort_keys=True),
         "conditions": json.dumps(dict(conditions or {}), sort_keys=True),
         "per_condition": bool(per_condition),
         "guidance": opts.guidance if guided else "none",
@@ -128,13 +129,13 @@ def generate_cells(model, n_cells: int, opts: SamplingOptions, *, conditions, pe
         parts.append(z)
         rows += [codes] * k
         drawn += d
-    x, c = model.decode(torch.cat(parts), seed=seed)
+    x, c = model.cells(torch.cat(parts), seed=seed)
     obs = pd.DataFrame({"synthetic": np.ones(n_cells, bool)}, index=[f"syn-{i}" for i in range(n_cells)])
     asked = [col for col in model.labels if any(col in r for r in rows)]
     for col in asked:
         names = [model.categories[col][r[col]] if col in r else None for r in rows]
         obs[col] = pd.Categorical(names, categories=model.categories[col])
-    out = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=pd.DataFrame(index=model.genes))
+    out = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=model.output_var())
     if c is not None:
         out.layers["counts"] = sp.csr_matrix(c)
     out.uns["cellsynth"] = provenance(

@@ -91,7 +91,7 @@ def generate_to_file(
             cond = torch.as_tensor(codes[start : start + m], device=model.device) if n_lab else None
             g = torch.Generator().manual_seed(mix_seed(seed, b))
             z = sampling.sample(model, m, cond, opts, g, batch_size=SEED_BLOCK)
-            x, c = model.decode(z, seed=mix_seed(seed, b, 1))
+            x, c = model.cells(z, seed=mix_seed(seed, b, 1))
             xs.append(sp.csr_matrix(x))  # dense only one block at a time
             cs.append(sp.csr_matrix(c) if c is not None else None)
             held += m
@@ -112,6 +112,6 @@ def generate_to_file(
             model, opts, seed=seed, conditions=conditions, per_condition=per_condition, guided=bool(asked),
             filter={"method": "none", "keep_fraction": 1.0, "drawn": n_cells, "kept": n_cells},
         ) | {"streamed": {"seed_block": SEED_BLOCK, "chunk_size": int(chunk_size)}}}
-        out = w.finish(obs=obs, uns=uns)
+        out = w.finish(obs=obs, var=model.output_var(), uns=uns)
     log.info("wrote %d cells to %s", n_cells, out)
     return out

@@ -158,7 +158,7 @@ def interpolate(
             zm = (1 - a) * z0 + a * z1
             z = prior.denoise(prior.noise_to(zm, depth, noise), depth, steps)
         out.append(z)
-    x, c = model.decode(model.clamp_latent(torch.cat(out)), seed=seed)
+    x, c = model.cells(model.clamp_latent(torch.cat(out)), seed=seed)
     obs = pd.DataFrame(
         {
             "interpolation_position": np.repeat(positions, n),
@@ -168,7 +168,7 @@ def interpolate(
         },
         index=[f"path-{k}-{i}" for k in range(K) for i in range(n)],
     )
-    res = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=pd.DataFrame(index=model.genes))
+    res = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=model.output_var())
     if c is not None:
         res.layers["counts"] = sp.csr_matrix(c)
     res.uns["cellsynth_interpolation"] = {

@@ -219,13 +219,13 @@ def predict_perturbation(
         noise = torch.randn(z.shape, generator=g).to(model.device)
         prior = model.prior
         z = prior.denoise(prior.noise_to(z, depth, noise), depth, steps, cond=cond)
-    x, c = model.decode(model.clamp_latent(z), seed=seed)
+    x, c = model.cells(model.clamp_latent(z), seed=seed)
     obs = adata.obs.copy()
     obs[shift.column] = pd.Categorical([shift.target] * n, categories=model.categories[shift.column])
     obs["perturbation_method"] = pd.Categorical([method] * n, categories=list(METHODS))
     obs["synthetic"] = np.ones(n, bool)
     obs.index = [f"{i}-{shift.target}" for i in adata.obs_names]
-    res = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=pd.DataFrame(index=model.genes))
+    res = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=model.output_var())
     if c is not None:
         res.layers["counts"] = sp.csr_matrix(c)
     res.uns["cellsynth_perturbation"] = {
