@@ -42,6 +42,12 @@
 #' @param clusters Also condition on Leiden clusters (column `cluster`), so that
 #'   `condition = list(cluster = "3")` works on unlabelled cells. Off by default:
 #'   unconditional cells of a cluster-conditioned model are measurably less realistic.
+#' @param n.top.genes The networks learn at most this many highly variable genes
+#'   (chosen by scanpy on the counts; `NULL`: every detected gene). Generated cells
+#'   carry every gene of the assay either way: the others come from a per-gene model
+#'   that keeps each gene's mean and detection rate.
+#' @param min.cells Genes detected in fewer cells are not learned by the networks.
+#' @param genes Learn exactly these genes instead of choosing (`NULL`: choose).
 #' @param hyperparameters Named list of engine hyper-parameters (dot.case or
 #'   snake_case), e.g. `list(diffusion.steps = 2000, encoder = "ae")`.
 #' @param overwrite Replace an existing `model.dir`.
@@ -58,14 +64,24 @@
 #' }
 #' @export
 TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NULL, clusters = FALSE,
+                           n.top.genes = 2000, min.cells = 3, genes = NULL,
                            hyperparameters = list(), overwrite = FALSE, seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   assay <- .check_assay(object, assay)
   group.by <- .check_group_by(object, group.by)
+  if (!is.null(n.top.genes) && !(is.numeric(n.top.genes) && length(n.top.genes) == 1 && n.top.genes >= 1 && n.top.genes == round(n.top.genes))) {
+    stop("n.top.genes must be a whole number >= 1, or NULL for every detected gene.", call. = FALSE)
+  }
+  if (!(is.numeric(min.cells) && length(min.cells) == 1 && min.cells >= 0 && min.cells == round(min.cells))) {
+    stop("min.cells must be a whole number >= 0.", call. = FALSE)
+  }
+  if (!is.null(genes) && (!is.character(genes) || anyNA(genes))) stop("genes must be a character vector of gene names.", call. = FALSE)
+  gene.choice <- list(n_top_genes = if (is.null(n.top.genes)) NULL else as.integer(n.top.genes),
+                      min_cells = as.integer(min.cells), genes = if (is.null(genes)) NULL else as.list(genes))
   hp <- .hyperparameters(hyperparameters)
   eng <- .engine()
   adata <- .as_anndata(object, assay, columns = group.by %||% character(0))
-  settings <- list(group.by = group.by, assay = assay, clusters = clusters, hyperparameters = hp,
+  settings <- list(group.by = group.by, assay = assay, clusters = clusters, hyperparameters = hp, genes = gene.choice,
                    seed = as.integer(seed.use), engine = eng$cellsynth$`__version__`)
   key <- .py(eng$rbridge$fingerprint(adata, as.list(group.by), settings))
   cached <- .cellsynth$models[[key]]
@@ -82,7 +98,7 @@ TrainCellSynth <- function(object, group.by = NULL, assay = NULL, model.dir = NU
               if (length(group.by)) paste0(", conditioned on ", paste(group.by, collapse = ", ")) else "")
     }
     args <- c(list(adata, labels = if (length(group.by)) as.list(group.by) else NULL,
-                   clusters = clusters, seed = as.integer(seed.use)), hp)
+                   clusters = clusters, seed = as.integer(seed.use)), gene.choice, hp)
     m <- .py(do.call(eng$cellsynth$CellSynth, args))
     .py(m$fit(progress_bar = verbose))
     .py(m$save(dir, overwrite = TRUE))

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .data.genes import MIN_CELLS, N_TOP_GENES
 from .io.files import write_atomic, write_h5ad_atomic
 
 log = logging.getLogger("cellsynth")
@@ -37,6 +38,18 @@ def _hparams(pairs: list[str]) -> dict:
     return out
 
 
+def _top_genes(v: str) -> int | None:
+    if v.strip().lower() == "all":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (or 'all'), got {n}")
+    return n
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from .model import CellSynth
 
@@ -56,9 +69,15 @@ def cmd_train(a: argparse.Namespace) -> None:
     if out.exists() and not a.overwrite and (not out.is_dir() or any(out.iterdir())):
         # fail before hours of training, not after
         raise FileExistsError(f"{a.out} already exists and is not empty; pass --overwrite to replace it.")
+    genes = None
+    if a.genes is not None:
+        if not Path(a.genes).is_file():
+            raise FileNotFoundError(f"--genes {a.genes}: no such file; give a text file with one gene name per line.")
+        genes = [g.strip() for g in Path(a.genes).read_text(encoding="utf-8").splitlines() if g.strip()]
     m = CellSynth(
         a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, pretrained=a.pretrained,
-        clusters=a.clusters, backed=a.backed, seed=a.seed, device=a.device, **hp,
+        clusters=a.clusters, backed=a.backed, seed=a.seed, device=a.device,
+        n_top_genes=a.n_top_genes, min_cells=a.min_cells, genes=genes, **hp,
     )
     log.info("%r", m)
     main_rank = m.dist.is_main
@@ -198,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="model directory to write")
     t.add_argument("--label", action="append", default=[], help="obs column to condition on (repeatable)")
     t.add_argument("--layer", default=None, help="expression layer (default: layers['counts'] if present, else X)")
+    t.add_argument("--n-top-genes", type=_top_genes, default=N_TOP_GENES, metavar="N|all",
+                   help=f"the networks learn at most N highly variable genes (scanpy; default {N_TOP_GENES}; 'all': every "
+                        "detected gene); generated cells carry every input gene either way")
+    t.add_argument("--min-cells", type=int, default=MIN_CELLS, metavar="N",
+                   help=f"genes detected in fewer cells are not learned by the networks (default {MIN_CELLS})")
+    t.add_argument("--genes", default=None, metavar="FILE", help="learn exactly these genes (a text file, one name per line)")
     t.add_argument("--encoder", choices=["vae", "ae"], default=None, help="gene-space encoder (default vae)")
     t.add_argument("--decoder", choices=["mlp", "linear"], default=None,
                    help="gene decoder (default mlp; linear extrapolates latent shifts additively: use it for perturbation prediction)")

@@ -184,3 +184,11 @@ def test_scanpy_standard_workflow_on_generated_cells(model):
         sc.tl.rank_genes_groups(a, "cell_type", method="wilcoxon")
     assert a.obs["leiden"].nunique() >= 2
     assert "names" in a.uns["rank_genes_groups"]
+
+
+def test_top_genes_apply_when_every_gene_is_detected():
+    a = simulate_transcriptome(200, 400, 2, silent_fraction=0.0, library_median=20000, seed=0)
+    a = a[:, np.asarray((a.X > 0).sum(0)).ravel() >= 3].copy()
+    assert a.n_vars > 200
+    got = choose_genes(a.X, list(a.var_names), "counts", n_top_genes=100)
+    assert got.method == "hvg" and len(got.modelled) == 100

@@ -159,10 +159,8 @@ def choose_genes(
             f"No gene is detected in {min_cells} or more cells; lower min_cells (--min-cells) or check that "
             "the matrix holds expression."
         )
-    if len(candidates) == n:
-        return GeneChoice(candidates, n, "all", n_top_genes, int(min_cells))
     if n_top_genes is None or len(candidates) <= int(n_top_genes):
-        return GeneChoice(candidates, n, "detected", n_top_genes, int(min_cells))
+        return GeneChoice(candidates, n, "all" if len(candidates) == n else "detected", n_top_genes, int(min_cells))
     hv = highly_variable(m, kind, int(n_top_genes), candidates, seed)
     return GeneChoice(candidates[hv], n, "hvg", int(n_top_genes), int(min_cells))
 
