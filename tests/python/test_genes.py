@@ -73,7 +73,7 @@ def test_rest_model_keeps_mean_and_detection_rate():
     mu = lib[:, None] * rate[None]
     real = rng.poisson(rng.gamma(theta, np.where(mu > 0, mu / theta, 0)))
     rest = fit_rest(sp.csr_matrix(real), "counts", np.arange(g), lib)
-    fake = rest.sample(lib, np.random.default_rng(1)).toarray()
+    fake = rest.sample(lib, np.zeros(n, np.int64), np.random.default_rng(1)).toarray()
     assert fake.shape == (n, g)
     assert fake[:, :20].sum() == 0
     m_real, m_fake = real.mean(0)[20:], fake.mean(0)[20:]
@@ -82,13 +82,30 @@ def test_rest_model_keeps_mean_and_detection_rate():
     assert np.abs(d_real - d_fake).max() < 0.04
 
 
+def test_rest_model_follows_cell_states():
+    """Two states with different gene rates: cells drawn in each state get that
+    state's means, and a latent is assigned to its nearest centroid."""
+    rng = np.random.default_rng(0)
+    n, g = 2000, 50
+    state = rng.integers(0, 2, n)
+    rate = np.exp(rng.normal(-6, 1, (2, g)))
+    lib = rng.lognormal(np.log(2000), 0.3, n)
+    real = rng.poisson(rate[state] * lib[:, None])
+    centroids = np.array([[-1.0, 0.0], [1.0, 0.0]])
+    rest = fit_rest(sp.csr_matrix(real), "counts", np.arange(g), lib, state, centroids)
+    assert rest.states(np.array([[-2.0, 0.3], [0.8, -1.0]])).tolist() == [0, 1]
+    fake = rest.sample(lib, state, np.random.default_rng(1)).toarray()
+    for c in (0, 1):
+        assert np.allclose(fake[state == c].mean(0), real[state == c].mean(0), rtol=0.2, atol=0.05)
+
+
 def test_rest_model_log_normalised_values():
     rng = np.random.default_rng(0)
     n = 4000
     det = np.array([0.0, 0.05, 0.3, 0.8])
     vals = np.where(rng.random((n, 4)) < det, rng.gamma(4.0, 0.5, (n, 4)), 0.0)
     rest = fit_rest(sp.csr_matrix(vals), "lognorm", np.arange(4), np.full(n, 1e4))
-    fake = rest.sample(np.full(n, 1e4), np.random.default_rng(2)).toarray()
+    fake = rest.sample(np.full(n, 1e4), np.zeros(n, np.int64), np.random.default_rng(2)).toarray()
     assert np.allclose((fake > 0).mean(0), det, atol=0.03)
     nz = lambda v: v[v > 0].mean() if (v > 0).any() else 0.0  # noqa: E731
     assert all(abs(nz(fake[:, j]) - nz(vals[:, j])) < 0.15 for j in range(1, 4))

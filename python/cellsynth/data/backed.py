@@ -60,7 +60,7 @@ class BackedData:
     block: int = BLOCK
     var: object = None  # the file's gene annotations (a DataFrame)
     #: out-of-core data models every gene of the file (choose genes beforehand to model fewer)
-    rest = None
+    rest_genes = rest_values = None
 
     @property
     def all_genes(self) -> list[str]:

@@ -40,8 +40,14 @@ MIN_CELLS = 3
 HVG_CELLS = 50_000
 #: values drawn densely at once by RestModel.sample (cells x genes of one block)
 BLOCK_VALUES = 4_000_000
-#: library sizes are summarised by this many quantiles to fit the unmodelled genes' dispersion
-LIBRARY_QUANTILES = 64
+#: the rest model distinguishes about one cell state per this many training cells ...
+CELLS_PER_STATE = 40
+#: ... and at most this many states
+MAX_STATES = 30
+#: a state's gene rates are shrunk toward the overall rate with a prior worth this many cells
+PRIOR_CELLS = 5
+#: library sizes are summarised by about this many quantiles to fit the unmodelled genes' dispersion
+LIBRARY_QUANTILES = 256
 
 
 @dataclass
@@ -167,44 +173,62 @@ def choose_genes(
 
 @dataclass
 class RestModel:
-    """Per-gene model of the genes the networks do not learn.
+    """Per-gene model of the genes the networks do not learn, by cell state.
 
-    Counts: negative binomial with mean ``rate_g × modelled library`` (so a deeper cell
-    gets more of every gene) and an inverse dispersion ``theta_g`` fitted so the
-    expected fraction of cells that detect the gene equals the observed one.
-    Log-normalised values: detected with probability ``detect_g``, with a gamma-
-    distributed value of the observed non-zero mean and variance.
-    A gene never detected (``rate`` or ``detect`` 0) stays zero.
+    The training cells are grouped into states (k-means on the model's latent, done by
+    the caller); a generated cell takes the state of the nearest centroid. Counts:
+    negative binomial with mean ``rate[state, g] × modelled library`` (a deeper cell
+    gets more of every gene) and one inverse dispersion ``theta_g`` per gene, fitted so
+    the expected fraction of training cells that detect the gene equals the observed
+    one. Log-normalised values: detected with probability ``rate[state, g]``, with a
+    gamma-distributed value of the gene's observed non-zero mean and variance.
+    A gene never detected stays zero. State rates are shrunk toward the gene's overall
+    rate (a prior worth :data:`PRIOR_CELLS` cells), so small states do not zero genes out.
     """
 
     genes: np.ndarray  # int64 indices into the full gene list
     kind: str
-    rate: np.ndarray  # counts: mean count per modelled-library count; lognorm: detection rate
-    theta: np.ndarray  # counts: NB inverse dispersion; lognorm: gamma shape
-    scale: np.ndarray  # lognorm: gamma scale (counts: unused, zeros)
+    rate: np.ndarray  # (states, genes) counts: mean count per modelled-library count; lognorm: detection rate
+    theta: np.ndarray  # (genes,) counts: NB inverse dispersion; lognorm: gamma shape
+    scale: np.ndarray  # (genes,) lognorm: gamma scale (counts: zeros)
+    centroids: np.ndarray  # (states, latent dims) in the model's standardised latent
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"rest.genes": self.genes, "rest.rate": self.rate, "rest.theta": self.theta, "rest.scale": self.scale}
+        return {"rest.genes": self.genes, "rest.rate": self.rate, "rest.theta": self.theta, "rest.scale": self.scale,
+                "rest.centroids": self.centroids}
 
     @classmethod
     def from_tensors(cls, t: dict, kind: str) -> "RestModel":
-        return cls(np.asarray(t["rest.genes"], np.int64), kind, *(np.asarray(t[k], np.float64) for k in ("rest.rate", "rest.theta", "rest.scale")))
+        r = cls(np.asarray(t["rest.genes"], np.int64), kind,
+                *(np.asarray(t[k], np.float64) for k in ("rest.rate", "rest.theta", "rest.scale", "rest.centroids")))
+        k, n = len(r.centroids), len(r.genes)
+        if r.rate.shape != (k, n) or r.theta.shape != (n,) or r.scale.shape != (n,) or r.centroids.ndim != 2:
+            raise ValueError("rest-gene tensors of inconsistent shapes")
+        return r
 
-    def sample(self, library: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
+    def states(self, z: np.ndarray) -> np.ndarray:
+        """The state of each latent (rows of ``z``): its nearest centroid."""
+        z = np.asarray(z, np.float64)
+        d = (z**2).sum(1)[:, None] - 2 * z @ self.centroids.T + (self.centroids**2).sum(1)[None, :]
+        return np.argmin(d, 1)
+
+    def sample(self, library: np.ndarray, state: np.ndarray, rng: np.random.Generator) -> sp.csr_matrix:
         """Values of the unmodelled genes for cells of modelled library sizes ``library``
-        (cells x len(genes), sparse; drawn densely one block of genes at a time)."""
+        and states ``state`` (cells x len(genes), sparse; drawn densely one block of
+        genes at a time)."""
         n, k = len(library), len(self.genes)
         lib = np.asarray(library, np.float64)
-        live = np.flatnonzero(self.rate > 0)
+        live = np.flatnonzero(self.rate.max(0) > 0)
         step = max(1, BLOCK_VALUES // max(n, 1))
         parts = []
         for s in range(0, len(live), step):  # a block of genes at a time: memory O(cells x step)
             j = live[s : s + step]
+            r = self.rate[state][:, j]
             if self.kind == "counts":
-                mu = lib[:, None] * self.rate[None, j]
+                mu = lib[:, None] * r
                 v = rng.poisson(rng.gamma(self.theta[j], mu / self.theta[j])).astype(np.float32)
             else:
-                hit = rng.random((n, len(j))) < self.rate[None, j]
+                hit = rng.random((n, len(j))) < r
                 spread = self.scale[j] > 0
                 v = np.where(spread, rng.gamma(self.theta[j], np.where(spread, self.scale[j], 1.0), (n, len(j))), self.theta[j])
                 v = np.where(hit, v, 0.0).astype(np.float32)
@@ -219,34 +243,68 @@ class RestModel:
         return sp.csr_matrix(stacked[:, where])
 
 
-def fit_rest(m, kind: str, rest: np.ndarray, modelled_library: np.ndarray) -> RestModel:
-    """Fit :class:`RestModel` for genes ``rest`` of cells ``m`` (sparse ok) whose
-    modelled genes sum to ``modelled_library``."""
+def n_states(n_cells: int) -> int:
+    """How many cell states the rest model distinguishes: about one per
+    :data:`CELLS_PER_STATE` training cells, between 1 and :data:`MAX_STATES`."""
+    return int(np.clip(n_cells // CELLS_PER_STATE, 1, MAX_STATES))
+
+
+def cell_states(z: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means states of latents ``z`` (scikit-learn): ``(labels, centroids)``."""
+    from sklearn.cluster import KMeans
+
+    k = n_states(len(z))
+    if k == 1:
+        return np.zeros(len(z), np.int64), np.asarray(z, np.float64).mean(0, keepdims=True)
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(np.asarray(z, np.float64))
+    return km.labels_.astype(np.int64), km.cluster_centers_
+
+
+def fit_rest(m, kind: str, rest: np.ndarray, modelled_library: np.ndarray, state: np.ndarray | None = None,
+             centroids: np.ndarray | None = None) -> RestModel:
+    """Fit :class:`RestModel` from ``m`` (cells x ``rest`` genes, sparse ok), the cells'
+    modelled library sizes and states (default: one state)."""
     from ..calibration import fit_theta  # numerics shared with the count calibration
     import torch
 
     rest = np.asarray(rest, np.int64)
-    k = len(rest)
+    sub = sp.csr_matrix(m, dtype=np.float64)
+    n, k = sub.shape
+    if k != len(rest):
+        raise ValueError(f"m has {k} columns but {len(rest)} rest genes were named")
+    state = np.zeros(n, np.int64) if state is None else np.asarray(state, np.int64)
+    centroids = np.zeros((1, 1)) if centroids is None else np.asarray(centroids, np.float64)
+    n_s = len(centroids)
+    member = sp.csr_matrix((np.ones(n), (state, np.arange(n))), shape=(n_s, n))  # states x cells
     zeros = np.zeros(k)
-    if k == 0:
-        return RestModel(rest, kind, zeros, zeros.copy(), zeros.copy())
-    sub = sp.csc_matrix(sp.csr_matrix(m)[:, rest], dtype=np.float64)
-    n = sub.shape[0]
-    det = np.diff(sub.indptr) / n
+    det = sub.copy()
+    det.data = (det.data > 0).astype(np.float64)
     if kind == "counts":
         lib = np.asarray(modelled_library, np.float64)
-        rate = np.asarray(sub.sum(0)).ravel() / max(lib.sum(), 1e-12)
-        # the detection rate is a mean over cells of NB zero-probabilities at each cell's
-        # mean: library quantiles stand in for the cells
-        q = np.quantile(lib, (np.arange(LIBRARY_QUANTILES) + 0.5) / LIBRARY_QUANTILES)
-        mu = torch.as_tensor(q[:, None] * rate[None, :])
-        theta = fit_theta(mu, torch.as_tensor(det), lower=1e-3, upper=1e4).numpy()
-        return RestModel(rest, kind, rate, np.where(rate > 0, theta, 0.0), zeros.copy())
+        overall = np.asarray(sub.sum(0)).ravel() / max(lib.sum(), 1e-12)
+        prior = PRIOR_CELLS * np.median(lib)
+        by_state = np.asarray((member @ sub).todense())
+        lib_state = member @ lib
+        rate = (by_state + prior * overall[None, :]) / (lib_state[:, None] + prior)
+        # detection: a mean over cells of NB zero-probabilities; quantiles of each state's
+        # library sizes stand in for its cells (as many as its share of the cells)
+        mu = []
+        for c in np.unique(state):
+            lc = lib[state == c]
+            k_c = max(2, int(round(LIBRARY_QUANTILES * len(lc) / n)))
+            mu.append(np.quantile(lc, (np.arange(k_c) + 0.5) / k_c)[:, None] * rate[c][None, :])
+        target = torch.as_tensor(np.asarray(det.mean(0)).ravel())
+        theta = fit_theta(torch.as_tensor(np.concatenate(mu)), target, lower=1e-3, upper=1e4).numpy()
+        theta = np.where(overall > 0, theta, 0.0)
+        return RestModel(rest, kind, np.where(overall[None, :] > 0, rate, 0.0), theta, zeros.copy(), centroids)
+    cells_state = np.asarray(member.sum(1)).ravel()
+    overall = np.asarray(det.mean(0)).ravel()
+    rate = (np.asarray((member @ det).todense()) + PRIOR_CELLS * overall[None, :]) / (cells_state[:, None] + PRIOR_CELLS)
+    nnz = np.maximum(np.asarray(det.sum(0)).ravel(), 1)
     s1 = np.asarray(sub.sum(0)).ravel()
     s2 = np.asarray(sub.multiply(sub).sum(0)).ravel()
-    nnz = np.maximum(np.diff(sub.indptr), 1)
     mean, var = s1 / nnz, np.maximum(s2 / nnz - (s1 / nnz) ** 2, 0.0)
     ok = (var > 0) & (mean > 0)
     shape = np.where(ok, mean**2 / np.where(ok, var, 1.0), mean)  # no spread: the value itself
     scale = np.where(ok, var / np.where(mean > 0, mean, 1.0), 0.0)
-    return RestModel(rest, kind, det, shape, scale)
+    return RestModel(rest, kind, np.where(overall[None, :] > 0, rate, 0.0), shape, scale, centroids)

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
-from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, RestModel, choose_genes, fit_rest
+from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, choose_genes
 
 log = logging.getLogger("cellsynth")
 
@@ -39,7 +39,8 @@ class Prepared:
     obs_names: list[str] = field(default_factory=list)
     all_genes: list[str] = field(default_factory=list)  # every input gene, input order
     choice: GeneChoice | None = None  # which genes are modelled, and why
-    rest: RestModel | None = None  # the genes not modelled
+    rest_genes: np.ndarray | None = None  # positions of the genes not modelled (None: all modelled)
+    rest_values: sp.csr_matrix | None = None  # (cells, rest genes) their values, sparse
     var: pd.DataFrame | None = None  # the input's gene annotations (all genes)
 
 
@@ -190,7 +191,7 @@ def prepare(
         genes detected in at least ``min_cells`` cells, at most ``n_top_genes`` highly
         variable ones of them, or exactly ``genes``.
     select
-        ``False``: model every gene as given (no choice, no per-gene rest model).
+        ``False``: model every gene as given (no choice, no per-gene model of the rest).
     seed
         Seed of the cell subsample that ranks highly variable genes on big data.
 
@@ -236,10 +237,10 @@ def prepare(
             raise InputError("Fewer than 2 cells have counts in the modelled genes; model more genes (n_top_genes=None).")
     else:
         empty = np.zeros(len(totals), bool)
-    rest = None
+    rest_genes = rest_values = None
     if not choice.all_modelled:
         rest_genes = np.setdiff1d(np.arange(len(names)), choice.modelled)
-        rest = fit_rest(m, kind, rest_genes, totals if kind == "counts" else np.full(len(totals), TARGET_SUM))
+        rest_values = sp.csr_matrix(m[~empty][:, rest_genes] if empty.any() else m[:, rest_genes], dtype=np.float32)
         log.info(
             "modelling %d of %d genes (%s: detected in >= %d cells%s); the other %d come from a per-gene model",
             len(choice.modelled), len(names), choice.method, choice.min_cells,
@@ -274,6 +275,7 @@ def prepare(
         obs_names=[str(o) for o in adata.obs_names[rows]],
         all_genes=names,
         choice=choice,
-        rest=rest,
+        rest_genes=rest_genes,
+        rest_values=rest_values,
         var=adata.var.copy(),
     )

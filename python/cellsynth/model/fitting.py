@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from ..data.backed import BackedData
+from ..data.genes import cell_states, fit_rest
+from ..data.intake import TARGET_SUM
 from ..diffusion.prior import SamplingOptions
 from ..errors import InputError
 from ..io.resume import Checkpoints, prefixed, rng_tensors, unprefixed
@@ -117,6 +119,8 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
     zs = (z - model.latent_mean) / model.latent_std
     del z
     model.latent_min, model.latent_max = zs.min(0).values, zs.max(0).values
+    if not backed and d.rest_genes is not None:
+        fit_rest_genes(model, d, zs)
     cond = None
     if model.labels:
         cond = torch.as_tensor(np.stack([d.labels[c] for c in model.labels], 1), device=model.device)
@@ -151,6 +155,16 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
             show_progress=progress_bar and dist.is_main,
         )
         model.has_discriminator = True
+
+
+def fit_rest_genes(model, d, zs: torch.Tensor) -> None:
+    """The per-gene, per-state model of the genes the networks do not learn
+    (:class:`~cellsynth.data.genes.RestModel`), states from k-means on the latents."""
+    latent = zs[:, : model.hparams.latent_dim].cpu().numpy()
+    state, centroids = cell_states(latent, model.seed)
+    lib = d.library if model.count_level else np.full(len(latent), TARGET_SUM)
+    model.rest = fit_rest(d.rest_values, model.input_kind, d.rest_genes, lib, state, centroids)
+    log.info("unmodelled genes: %d, in %d cell states", len(d.rest_genes), len(centroids))
 
 
 def resume_state(model, ck: Checkpoints) -> tuple[dict, dict] | None:

@@ -95,8 +95,7 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
         if len(index) < len(genes):
             m.rest = RestModel.from_tensors(tensors, m.input_kind)
             want = np.setdiff1d(np.arange(len(genes)), index)
-            sizes = {len(v) for v in (m.rest.rate, m.rest.theta, m.rest.scale)}
-            if not np.array_equal(m.rest.genes, want) or sizes != {len(want)}:
+            if not np.array_equal(m.rest.genes, want) or m.rest.centroids.shape[1] != m.hparams.latent_dim:
                 raise ModelFileError(f"{directory}: the rest-gene tensors do not match genes.txt and genes.modelled.")
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{directory}: the gene choice in the model files is malformed ({e}).") from e

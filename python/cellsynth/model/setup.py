@@ -15,7 +15,7 @@ def attach(model, data) -> None:
     #: the genes the networks learn (a subset of ``genes``, same order)
     model.modelled_genes = data.genes
     model.gene_choice = data.choice
-    model.rest = data.rest
+    model.rest = None  # the per-gene model of the unmodelled genes, fitted with the networks
     model.var = data.var
     model.labels = list(data.labels)
     model.categories = data.categories
