@@ -38,6 +38,13 @@ def _hparams(pairs: list[str]) -> dict:
     return out
 
 
+def read_h5ad(path: str):
+    """An ``.h5ad`` read with the intake's checks (a clear error for damaged files)."""
+    from .data.intake import read
+
+    return read(path)
+
+
 def _top_genes(v: str) -> int | None:
     if v.strip().lower() == "all":
         return None
@@ -133,14 +140,13 @@ def _one_state(args: list[str] | None, flag: str) -> dict:
 
 
 def cmd_interpolate(a: argparse.Namespace) -> None:
-    import anndata as ad
 
     from .model import CellSynth
     from .tl import interpolate
 
     start, end = _one_state(a.start, "--from"), _one_state(a.end, "--to")
     m = CellSynth.load(a.model, device=a.device)
-    cells = ad.read_h5ad(a.cells) if a.cells else None
+    cells = read_h5ad(a.cells) if a.cells else None
     t0 = time.perf_counter()
     path = interpolate(m, start, end, method=a.method, n_positions=a.positions, n_cells=a.n_cells, adata=cells,
                        depth=a.depth, scale=a.scale, mix=a.mix, steps=a.steps, seed=a.seed)
@@ -149,14 +155,13 @@ def cmd_interpolate(a: argparse.Namespace) -> None:
 
 
 def cmd_perturb(a: argparse.Namespace) -> None:
-    import anndata as ad
 
     from .model import CellSynth
     from .tl import predict_perturbation
 
     condition = _one_state(a.condition, "--condition")
     m = CellSynth.load(a.model, device=a.device)
-    cells = ad.read_h5ad(a.cells)
+    cells = read_h5ad(a.cells)
     t0 = time.perf_counter()
     pred = predict_perturbation(m, cells, condition, control=a.control, method=a.method, depth=a.depth, steps=a.steps, seed=a.seed)
     write_h5ad_atomic(pred, a.out)
@@ -166,11 +171,10 @@ def cmd_perturb(a: argparse.Namespace) -> None:
 
 
 def cmd_velocity(a: argparse.Namespace) -> None:
-    import anndata as ad
 
     from .tl import gene_velocity
 
-    vel = gene_velocity(ad.read_h5ad(a.path), window=a.window)
+    vel = gene_velocity(read_h5ad(a.path), window=a.window)
     out = write_atomic(a.out, vel.ranking.rename_axis("gene").to_csv)
     print(f"ranked {vel.ranking.shape[0]} genes; fastest: {', '.join(vel.top(5))}; wrote {out}")
     if a.plot:
@@ -181,12 +185,11 @@ def cmd_velocity(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    import anndata as ad
 
     from .metrics.fidelity import fidelity
 
-    real, gen = ad.read_h5ad(a.real), ad.read_h5ad(a.generated)
-    train = ad.read_h5ad(a.train) if a.train else None
+    real, gen = read_h5ad(a.real), read_h5ad(a.generated)
+    train = read_h5ad(a.train) if a.train else None
     genes = [g for g in real.var_names if g in set(gen.var_names)]
     if not genes:
         raise ValueError("The real and generated files share no genes.")

@@ -88,3 +88,47 @@ def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys, tmp_path):
     assert cli.main(["demo", "--out", str(tmp_path / "d")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_scaled_values_are_refused(toy, tmp_path, capsys):
+    """Counts x 37.3 + 0.123 are neither counts nor log-normalised: refused, in Python,
+    from a file and out-of-core, naming the fix."""
+    a = toy.copy()
+    a.X = sp.csr_matrix(a.X.toarray() * 37.3 + 0.123)
+    with pytest.raises(cellsynth.errors.InputError, match="neither raw counts .* nor log-normalised"):
+        cellsynth.CellSynth(a)
+    path = tmp_path / "scaled.h5ad"
+    a.write_h5ad(path)
+    out = tmp_path / "m"
+    for extra in ([], ["--backed"]):
+        assert main(["train", str(path), "--out", str(out), "-q", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "log-normalise first" in err and "Traceback" not in err
+        assert not out.exists()
+
+
+def test_log_normalised_values_are_accepted(toy):
+    import scanpy as sc
+
+    a = toy.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    assert cellsynth.CellSynth(a, **FAST).input_kind == "lognorm"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_h5ad"])
+def test_damaged_h5ad_refused_in_one_line(toy, tmp_path, capsys, damage):
+    path = tmp_path / "cells.h5ad"
+    toy.write_h5ad(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"cell,gene\n1,2\n" * 100)
+    with pytest.raises(cellsynth.errors.InputError, match="could not be (read|opened) as .h5ad"):
+        cellsynth.CellSynth(str(path))
+    out = tmp_path / "m"
+    for extra in ([], ["--backed"]):
+        assert main(["train", str(path), "--out", str(out), "-q", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "truncated, damaged or in another format" in err and "Traceback" not in err
+        assert not out.exists()
+    assert main(["evaluate", str(path), str(path), "--out", str(tmp_path / "ev")]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -25,6 +25,7 @@ from ..io.h5ad_stream import RowReader
 from .intake import (
     TARGET_SUM,
     InputError,
+    check_log_range,
     check_not_empty,
     check_unique_genes,
     detect_kind,
@@ -199,6 +200,8 @@ def prepare_backed(
             validate_matrix(block, f"{r.where} (cells {start}-{start + block.shape[0] - 1})")
             if kind == "counts" and detect_kind(block) != "counts":
                 kind = "lognorm"
+            if kind == "lognorm" and (block.data if sp.issparse(block) else np.asarray(block)).size:
+                check_log_range(float((block.data if sp.issparse(block) else np.asarray(block)).max()), r.where)
             totals[start : start + block.shape[0]] = np.asarray(block.sum(1)).ravel()
         where = r.where
     keep = usable_cells(totals, drop_empty_cells)

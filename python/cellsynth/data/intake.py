@@ -53,7 +53,30 @@ def read(data: ad.AnnData | str | os.PathLike) -> ad.AnnData:
         raise InputError(f"No such file: {path!r}. Pass an AnnData or the path of an existing .h5ad file.")
     if not path.endswith(".h5ad"):
         raise InputError(f"{path!r} is not an .h5ad file. Convert it with anndata/scanpy (e.g. sc.read_10x_h5(...).write_h5ad(...)).")
-    return ad.read_h5ad(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path!r} is a directory; pass an .h5ad file.")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as e:  # h5py/anndata raise OSError, KeyError, ValueError, ... for damaged files
+        raise InputError(
+            f"{path!r} could not be read as .h5ad ({type(e).__name__}: {str(e)[:120]}): the file is truncated, "
+            "damaged or in another format. Re-export it with adata.write_h5ad(...)."
+        ) from e
+
+
+#: log-normalised values above this are not log-normalised (log1p of 1e4-normalised
+#: counts stays below ~10, log1p of CPM or log2 TPM below ~20)
+MAX_LOG_VALUE = 50.0
+
+
+def check_log_range(max_value: float, where: str) -> None:
+    """Refuse non-integer values too large to be log-normalised (scaled counts, CPM, ...)."""
+    if max_value > MAX_LOG_VALUE:
+        raise InputError(
+            f"{where} holds non-integer values up to {max_value:.4g}: neither raw counts (whole numbers) nor "
+            f"log-normalised values (at most ~{MAX_LOG_VALUE:g}). Pass raw counts (e.g. layer='counts'), or "
+            "log-normalise first (sc.pp.normalize_total(adata, target_sum=1e4); sc.pp.log1p(adata))."
+        )
 
 
 def _dense(m) -> np.ndarray:
@@ -215,6 +238,8 @@ def prepare(
     validate_matrix(m, where)
     check_unique_genes(adata.var_names)
     kind = detect_kind(m)
+    if kind == "lognorm":
+        check_log_range(float(_values(m).max()), where)
     m = _rows(m)
     keep = usable_cells(_row_sums(m), drop_empty_cells)
     if not keep.all():

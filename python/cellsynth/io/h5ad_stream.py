@@ -114,7 +114,13 @@ class RowReader:
 
             self.file = zarr.open_group(self.path, mode="r")
         else:
-            self.file = h5py.File(self.path, "r")
+            try:
+                self.file = h5py.File(self.path, "r")
+            except OSError as e:
+                raise InputError(
+                    f"{self.path!r} could not be opened as .h5ad ({str(e)[:120]}): the file is truncated, damaged "
+                    "or in another format. Re-export it with adata.write_h5ad(...)."
+                ) from e
         key = "X" if layer is None else f"layers/{layer}"
         if key not in self.file:
             have = list(self.file["layers"]) if "layers" in self.file else []
