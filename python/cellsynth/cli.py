@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cellsynth", description="Generate realistic single-cell RNA-seq cells with latent diffusion.")
     p.add_argument("--verbose", "-v", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", required=True)
+    overwrite = argparse.ArgumentParser(add_help=False)
+    overwrite.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument("--threads", type=int, default=None, metavar="N",
                          help="torch threads (default: from the work and the CPUs available; also CELLSYNTH_THREADS)")
@@ -251,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="generate cells from a trained model", parents=[threads])
+    g = sub.add_parser("generate", help="generate cells from a trained model", parents=[threads, overwrite])
     g.add_argument("model", help="model directory")
     g.add_argument("--n-cells", type=int, required=True)
     g.add_argument("--out", required=True, help="output .h5ad")
@@ -266,13 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--chunk-size", type=int, default=None,
                    help=f"stream the output to disk this many cells at a time (automatic above {STREAM_ABOVE:,} cells); "
-                        "same seed, same cells whatever the chunk size")
+                        "streamed cells are the same for a seed whatever the chunk size, but are not the cells "
+                        "of an in-memory run (no --chunk-size, at most 100,000 cells) with that seed")
     g.add_argument("--device", default=None)
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="denoiser arithmetic while sampling (fp16: CUDA only)")
     g.add_argument("--quiet", "-q", action="store_true")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("interpolate", help="cells along a path between two states", parents=[threads])
+    i = sub.add_parser("interpolate", help="cells along a path between two states", parents=[threads, overwrite])
     i.add_argument("model", help="model directory")
     i.add_argument("--from", dest="start", action="append", metavar="COL=VALUE", help="start state (repeatable)")
     i.add_argument("--to", dest="end", action="append", metavar="COL=VALUE", help="end state (repeatable)")
@@ -290,14 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default=None)
     i.set_defaults(func=cmd_interpolate)
 
-    v = sub.add_parser("velocity", help="rank genes by their rate of change along an interpolation path")
+    v = sub.add_parser("velocity", help="rank genes by their rate of change along an interpolation path", parents=[overwrite])
     v.add_argument("path", help=".h5ad written by cellsynth interpolate")
     v.add_argument("--out", required=True, help="output .csv (gene, speed, net_change, fastest_segment)")
     v.add_argument("--window", type=int, default=3, help="moving-average window in steps")
     v.add_argument("--plot", default=None, help="also draw the top genes along the path to this .png")
     v.set_defaults(func=cmd_velocity)
 
-    r = sub.add_parser("perturb", help="predict how control cells respond to a condition (latent shift + diffusion)", parents=[threads])
+    r = sub.add_parser("perturb", help="predict how control cells respond to a condition (latent shift + diffusion)", parents=[threads, overwrite])
     r.add_argument("model", help="model directory (trained with the condition column as a label)")
     r.add_argument("--cells", required=True, help="control cells (.h5ad) to perturb")
     r.add_argument("--condition", action="append", metavar="COL=VALUE", help="target level, e.g. treatment=stim")
@@ -339,14 +344,56 @@ def main(argv: list[str] | None = None) -> int:
             choose(None, args.threads)  # a bad value is refused before any work
             os.environ["CELLSYNTH_THREADS"] = str(args.threads)  # every fit() / generate() of this command
             torch.set_num_threads(args.threads)  # and the rest (paths, perturbation)
-        args.func(args)
-    except (InputError, ModelFileError, FileExistsError, FileNotFoundError, ValueError) as e:
+        check_outputs(args)
+        previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+        try:
+            args.func(args)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    except (InputError, ModelFileError, FileExistsError, FileNotFoundError, PermissionError, ValueError) as e:
         print(f"cellsynth {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:  # kill (TERM): outputs in progress were removed on the way out
+        print(f"cellsynth {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:  # Ctrl-C: no traceback; partial outputs were removed on the way out
         print(f"cellsynth {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every temporary output is cleaned up."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+#: commands whose --out is a file, and those whose --out is a directory
+FILE_OUT = ("generate", "interpolate", "velocity", "perturb")
+DIR_OUT = ("train", "evaluate", "demo")
+
+
+def check_outputs(a: argparse.Namespace) -> None:
+    """Refuse unwritable or occupied outputs before any work; report temporary files
+    that killed runs left beside them."""
+    from .io.outputs import check_output, stale_temps
+
+    outs = []
+    if a.command in FILE_OUT:
+        outs.append(check_output(a.out, overwrite=a.overwrite))
+        if getattr(a, "plot", None):
+            outs.append(check_output(a.plot, overwrite=a.overwrite, flag="--plot"))
+    elif a.command in DIR_OUT:
+        outs.append(check_output(a.out, is_dir=True))
+    for d in sorted({p.absolute().parent for p in outs}):
+        stale = stale_temps(d)
+        if stale:
+            log.warning("%d temporary file(s) left by an interrupted cellsynth run in %s (%s); nothing uses them: "
+                        "remove them with  rm -r %s", len(stale), d, ", ".join(p.name for p in stale[:3]),
+                        " ".join(str(p) for p in stale))
 
 
 if __name__ == "__main__":  # pragma: no cover

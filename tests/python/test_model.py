@@ -120,8 +120,20 @@ def test_tampered_config_refused(trained, tmp_path):
     d = json.loads(cfg.read_text())
     d["hyperparameters"]["latent_dim"] = 3
     cfg.write_text(json.dumps(d))
+    with pytest.raises(ModelFileError, match="does not match its own checksum"):
+        cellsynth.CellSynth.load(tmp_path / "m")
+    # without the self-checksum (as in older model files), the sizes are still checked
+    # against the weights before any network is built: no 1e9-wide allocation
+    del d["config_sha256"]
+    cfg.write_text(json.dumps(d))
     with pytest.raises(ModelFileError, match="do not fit"):
         cellsynth.CellSynth.load(tmp_path / "m")
+    original = dict(d["hyperparameters"], latent_dim=trained.hparams.latent_dim)
+    for key, value in (("latent_dim", 10**9), ("encoder_hidden", [3_000_000]), ("n_steps", 10**9)):
+        d["hyperparameters"] = dict(original, **{key: value})
+        cfg.write_text(json.dumps(d))
+        with pytest.raises(ModelFileError, match=key):
+            cellsynth.CellSynth.load(tmp_path / "m")
     cfg.write_text("{not json")
     with pytest.raises(ModelFileError, match="not valid JSON"):
         cellsynth.CellSynth.load(tmp_path / "m")

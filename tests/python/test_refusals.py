@@ -132,3 +132,92 @@ def test_damaged_h5ad_refused_in_one_line(toy, tmp_path, capsys, damage):
         assert not out.exists()
     assert main(["evaluate", str(path), str(path), "--out", str(tmp_path / "ev")]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n, where", [(10**12, "generate"), (10**12, "stream"), (2.5, "generate"), (0, "stream")])
+def test_request_size_refused_before_work(with_silent_gene, tmp_path, n, where):
+    _, m = with_silent_gene
+    with pytest.raises((ValueError, cellsynth.errors.InputError), match="n_cells"):
+        if where == "generate":
+            m.generate(n, progress_bar=False)
+        else:
+            m.generate_to_file(n, tmp_path / "s.h5ad", progress_bar=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_huge_request_is_one_line(with_silent_gene, tmp_path, capsys):
+    _, m = with_silent_gene
+    m.save(tmp_path / "m")
+    out = tmp_path / "g.h5ad"
+    assert main(["generate", str(tmp_path / "m"), "--n-cells", str(10**12), "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "above the limit" in err and "Traceback" not in err and not out.exists()
+
+
+def test_cli_outputs_checked_before_work(with_silent_gene, tmp_path, capsys, monkeypatch):
+    import os
+
+    _, m = with_silent_gene
+    m.save(tmp_path / "m")
+    (tmp_path / "adir").mkdir()
+    # an existing directory where a file goes
+    assert main(["generate", str(tmp_path / "m"), "--n-cells", "5", "--out", str(tmp_path / "adir"), "-q"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    # an existing file is not replaced without --overwrite
+    out = tmp_path / "g.h5ad"
+    assert main(["generate", str(tmp_path / "m"), "--n-cells", "5", "--out", str(out), "-q"]) == 0
+    before = out.read_bytes()
+    assert main(["generate", str(tmp_path / "m"), "--n-cells", "5", "--out", str(out), "--seed", "1", "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["generate", str(tmp_path / "m"), "--n-cells", "5", "--out", str(out), "--seed", "1", "--overwrite", "-q"]) == 0
+    assert out.read_bytes() != before
+    # an unwritable place: refused before training starts
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    real_access = os.access  # root ignores permissions: make "ro" read-only for everyone
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ro) else real_access(p, mode))
+    data = tmp_path / "cells.h5ad"
+    with_silent_gene[0].write_h5ad(data)
+    monkeypatch.setattr(cellsynth.CellSynth, "fit", lambda *a, **k: pytest.fail("training started"))
+    assert main(["train", str(data), "--out", str(ro / "model"), "-q"]) == 2
+    assert "permission denied" in capsys.readouterr().err
+
+
+def test_stale_temp_files_are_reported(with_silent_gene, tmp_path, caplog):
+    import os
+    import time
+
+    _, m = with_silent_gene
+    m.save(tmp_path / "m")
+    stale = tmp_path / ".cellsynth-abc123.h5ad"
+    stale.write_bytes(b"x" * 100)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    with caplog.at_level("WARNING", logger="cellsynth"):
+        assert main(["generate", str(tmp_path / "m"), "--n-cells", "5", "--out", str(tmp_path / "g.h5ad"), "-q"]) == 0
+    assert "left by an interrupted cellsynth run" in caplog.text and str(stale) in caplog.text
+
+
+def test_sigterm_removes_the_partial_output(with_silent_gene, tmp_path):
+    """A generate killed with TERM exits 143 and leaves neither the output nor a temp file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, m = with_silent_gene
+    m.save(tmp_path / "m")
+    out = tmp_path / "big.h5ad"
+    p = subprocess.Popen([sys.executable, "-m", "cellsynth", "generate", str(tmp_path / "m"), "--n-cells", "3000000",
+                          "--chunk-size", "2048", "--out", str(out), "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [x for x in tmp_path.iterdir() if x.name.startswith(".cellsynth-")]:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    assert not out.exists()
+    assert not [x for x in tmp_path.iterdir() if x.name.startswith(".cellsynth-")]

@@ -1,7 +1,7 @@
 """Model files: ``config.json`` + ``weights.safetensors`` + ``genes.txt``.
 
 No pickles, ever: tensors are read with safetensors (which cannot run code) and
-everything else is JSON. ``config.json`` records the SHA-256 of the other two files;
+everything else is JSON. ``config.json`` records the SHA-256 of the other two files and of itself;
 a tampered or partial file fails to load with a clear error. Files are written to a
 temporary directory beside the target and moved into place, so an interrupted save
 leaves no half-written model.
@@ -36,6 +36,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def config_digest(cfg: dict) -> str:
+    """SHA-256 of ``config.json``'s content without its own checksum (canonical JSON)."""
+    body = {k: v for k, v in cfg.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def save_model(directory: str | os.PathLike, config: dict, tensors: dict[str, torch.Tensor], genes: list[str], *, overwrite: bool = False) -> Path:
     """Write a model directory atomically."""
     out = Path(directory)
@@ -55,6 +61,7 @@ def save_model(directory: str | os.PathLike, config: dict, tensors: dict[str, to
         cfg["format"] = FORMAT
         cfg["format_version"] = FORMAT_VERSION
         cfg["files"] = {WEIGHTS: _sha256(tmp / WEIGHTS), GENES: _sha256(tmp / GENES)}
+        cfg["config_sha256"] = config_digest(cfg)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -81,6 +88,8 @@ def load_model(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tens
         raise ModelFileError(f"{d / CONFIG} is not a cellsynth model config.")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{d} was written with model format {cfg.get('format_version')}; this cellsynth reads {FORMAT_VERSION}.")
+    if "config_sha256" in cfg and cfg["config_sha256"] != config_digest(cfg):
+        raise ModelFileError(f"{d / CONFIG} does not match its own checksum: it was edited or is damaged. Refusing to load it.")
     files = cfg.get("files", {})
     for name in (WEIGHTS, GENES):
         want = files.get(name)

@@ -224,8 +224,7 @@ class CellSynth:
         """Sample ``n_cells`` standardised latents from the diffusion prior (see
         :meth:`generate`); ``generator``, when given, is used instead of ``seed``."""
         self.check_trained()
-        if int(n_cells) < 1:
-            raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
+        n_cells = sampling.check_request(n_cells, sampling.MAX_IN_MEMORY_CELLS, "sample fewer at a time.")
         opts = SamplingOptions(sampler, steps, variance_weight, eta, guidance, scale).check(self.schedule.n_steps)
         cond = self.condition_tensor(int(n_cells), self.condition_codes(conditions))
         g = generator if generator is not None else seeded(seed)

@@ -99,6 +99,7 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
                 raise ModelFileError(f"{directory}: the rest-gene tensors do not match genes.txt and genes.modelled.")
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{directory}: the gene choice in the model files is malformed ({e}).") from e
+    check_sizes(m.hparams, tensors, directory)
     build(m)
     try:
         modules = [("encoder.", m.encoder), ("denoiser.", m.denoiser), ("ema.", m.ema.model), ("classifiers.", m.classifiers)]
@@ -167,3 +168,21 @@ def var_frame(columns: list | None, genes: list[str]) -> pd.DataFrame:
             raise ValueError(f"var column {col!r} does not have one value per gene")
         var[str(col)] = vals
     return var
+
+
+#: the most diffusion steps a config may declare
+MAX_DIFFUSION_STEPS = 100_000
+
+
+def check_sizes(hp, tensors: dict, directory) -> None:
+    """Refuse a config whose network sizes its own weights cannot hold, before any
+    network is built (a layer is never wider than the widest tensor in the file)."""
+    widest = max((max(t.shape) for t in tensors.values() if t.dim() > 0), default=0)
+    sizes = {"latent_dim": [hp.latent_dim], "encoder_hidden": hp.encoder_hidden, "denoiser_hidden": hp.denoiser_hidden,
+             "classifier_hidden": hp.classifier_hidden}
+    for name, vals in sizes.items():
+        if not all(isinstance(v, int) and 1 <= v <= widest for v in vals):
+            raise ModelFileError(f"{directory}/config.json declares {name}={vals}, which the weights file (widest tensor "
+                                 f"{widest}) cannot hold: the config was edited or belongs to another model.")
+    if not isinstance(hp.n_steps, int) or not 1 <= hp.n_steps <= MAX_DIFFUSION_STEPS:
+        raise ModelFileError(f"{directory}/config.json declares n_steps={hp.n_steps} (expected 1-{MAX_DIFFUSION_STEPS}).")

@@ -27,6 +27,18 @@ log = logging.getLogger("cellsynth")
 
 FILTERS = (None, "discriminator", "classifier")
 
+#: generate() holds its cells in memory: larger requests stream to disk (generate_to_file)
+MAX_IN_MEMORY_CELLS = 10_000_000
+
+
+def check_request(n_cells, limit: int, hint: str) -> int:
+    """``n_cells`` as an int, refused when not a whole number >= 1 or above ``limit``."""
+    if isinstance(n_cells, bool) or not float(n_cells).is_integer() or int(n_cells) < 1:
+        raise ValueError(f"n_cells must be a whole number >= 1, got {n_cells!r}.")
+    if int(n_cells) > limit:
+        raise InputError(f"n_cells={int(n_cells):,} is above the limit of {limit:,} cells per request; {hint}")
+    return int(n_cells)
+
 
 def sample(model, n: int, cond: torch.Tensor | None, opts: SamplingOptions, g: torch.Generator, *,
            batch_size: int = 4096, progress_bar: bool = False) -> torch.Tensor:
@@ -110,8 +122,8 @@ def generate_cells(model, n_cells: int, opts: SamplingOptions, *, conditions, pe
                    keep_fraction: float, seed: int, progress_bar: bool) -> ad.AnnData:
     """The cells of a request (see :func:`generate`)."""
     model.check_trained()
-    if int(n_cells) < 1:
-        raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
+    n_cells = check_request(n_cells, MAX_IN_MEMORY_CELLS, "stream them to disk with generate_to_file() "
+                            "(the CLI does this above 100,000 cells).")
     opts.check(model.schedule.n_steps)
     if filter not in FILTERS:
         raise ValueError(f"filter must be None, 'discriminator' or 'classifier', got {filter!r}.")

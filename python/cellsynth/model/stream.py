@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from ..diffusion.prior import SamplingOptions
+from ..errors import InputError
 from ..io.h5ad_stream import H5adWriter
 from ..progress import progress
 from ..seeding import mix_seed
@@ -32,6 +34,23 @@ log = logging.getLogger("cellsynth")
 
 #: cells per seed block (the unit of reproducibility)
 SEED_BLOCK = 1024
+#: the most cells one streamed request may ask for
+MAX_STREAM_CELLS = 1_000_000_000
+
+
+def check_disk(tmp: Path, done: int, n_cells: int) -> None:
+    """Stop early, with the size needed, when the rest of the request will not fit on
+    the disk at the rate the cells written so far take (the partial file is removed)."""
+    if done >= n_cells:
+        return
+    written = Path(tmp).stat().st_size
+    need = written / done * (n_cells - done)
+    free = shutil.disk_usage(Path(tmp).parent).free
+    if need > 0.95 * free:
+        raise InputError(
+            f"{n_cells:,} cells need about {(written / done * n_cells) / 2**30:.1f} GiB at the rate of the first "
+            f"{done:,}, and only {free / 2**30:.1f} GiB is free in {Path(tmp).parent}; ask for fewer cells or free space."
+        )
 
 
 def generate_to_file(
@@ -64,9 +83,7 @@ def generate_to_file(
     >>> generate_to_file(m, 1_000_000, "synthetic.h5ad", chunk_size=100_000, seed=0)  # doctest: +SKIP
     """
     model.check_trained()
-    n_cells = int(n_cells)
-    if n_cells < 1:
-        raise ValueError(f"n_cells must be at least 1, got {n_cells}.")
+    n_cells = sampling.check_request(n_cells, MAX_STREAM_CELLS, "split the request over several files (different seeds).")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
     unknown = sorted(set(sampling_options) - {f.name for f in fields(SamplingOptions)})
@@ -101,6 +118,7 @@ def generate_to_file(
                 else:
                     w.append(sp.vstack(xs, format="csr"))
                 xs, cs, held = [], [], 0
+                check_disk(w.tmp, start + m, n_cells)
         obs = pd.DataFrame({"synthetic": np.ones(n_cells, bool)},
                            index=pd.Index(np.char.add("syn-", np.arange(n_cells).astype(str)).astype(object)))
         asked = [j for j, col in enumerate(model.labels) if (codes[:, j] != null[j]).any()] if n_lab else []
