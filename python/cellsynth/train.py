@@ -356,6 +356,7 @@ def train_classifier(
     generator: torch.Generator,
     show_progress: bool = True,
     desc: str = "classifier",
+    n_classes: int | None = None,
 ) -> History:
     """Fit a noisy-latent classifier ``p(y | z_t, t)`` on ``t`` uniform in ``[0, t_max]``.
 
@@ -364,7 +365,8 @@ def train_classifier(
     """
     t_max = schedule.n_steps // 2 if t_max is None else int(t_max)
     device = z.device
-    counts = torch.bincount(y, minlength=int(y.max()) + 1).float().clamp(min=1)
+    # every class the classifier has, also those without a training cell
+    counts = torch.bincount(y, minlength=max(int(y.max()) + 1, n_classes or 0)).float().clamp(min=1)
     weight = (counts.sum() / counts / len(counts)).to(device)
     opt = adamw(clf.parameters(), lr=lr, weight_decay=1e-4)
 

@@ -221,3 +221,18 @@ def test_sigterm_removes_the_partial_output(with_silent_gene, tmp_path):
     assert "terminated" in err and "Traceback" not in err
     assert not out.exists()
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".cellsynth-")]
+
+
+def test_absurd_counts_refused(toy):
+    a = toy.copy()
+    a.X = sp.csr_matrix(a.X.toarray() * 1e30)
+    with pytest.raises(cellsynth.errors.InputError, match="far beyond any read or UMI count"):
+        cellsynth.CellSynth(a)
+
+
+def test_continuous_label_warns(toy, caplog):
+    a = toy.copy()
+    a.obs["score"] = np.random.default_rng(0).random(a.n_obs)
+    with caplog.at_level("WARNING", logger="cellsynth"):
+        cellsynth.CellSynth(a, labels=["score"], **FAST)
+    assert "looks continuous" in caplog.text

@@ -22,6 +22,8 @@ from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, choose_genes
 log = logging.getLogger("cellsynth")
 
 TARGET_SUM = 1e4
+#: no count of one gene in one cell is anywhere near this (a 10x library is ~1e4-1e5)
+MAX_VALUE = 1e9
 
 
 @dataclass
@@ -149,6 +151,11 @@ def validate_matrix(m, where: str) -> None:
             f"{where} contains {int(bad.sum())} NaN/inf value(s). Remove or impute them before training "
             "(e.g. adata = adata[:, np.isfinite(adata.X.sum(0))] to drop genes with missing values)."
         )
+    if v.size and v.max() > MAX_VALUE:
+        raise InputError(
+            f"{where} holds values up to {v.max():.3g}: far beyond any read or UMI count (at most {MAX_VALUE:.0e}). "
+            "Check the matrix (units, a scaling step); pass raw counts or log-normalised values."
+        )
     if (v < 0).any():
         raise InputError(
             f"{where} contains negative values (min {v.min():.3g}): it looks scaled or batch-corrected. "
@@ -174,6 +181,12 @@ def encode_labels(obs: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.n
             raise InputError(
                 f"Label column {col!r} has {int(s.isna().sum())} missing value(s). Fill them "
                 f"(e.g. adata.obs[{col!r}] = adata.obs[{col!r}].astype(str)) or drop those cells."
+            )
+        if s.dtype.kind == "f" and s.nunique() > max(20, 0.5 * len(s)):
+            log.warning(
+                "label column %r holds %d distinct numbers in %d cells: it looks continuous, and each value becomes its "
+                "own class. Bin it first (e.g. pd.cut(adata.obs[%r], 5)) or leave it out of the labels.",
+                col, s.nunique(), len(s), col,
             )
         cat = pd.Categorical(s.astype(str) if not isinstance(s.dtype, pd.CategoricalDtype) else s)
         cat = cat.remove_unused_categories()

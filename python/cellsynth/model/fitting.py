@@ -142,7 +142,7 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
             model.history["classifiers"].append(train_classifier(
                 model.classifiers[j], model.schedule, zs, torch.as_tensor(d.labels[col], device=model.device),
                 steps=hp.classifier_steps, batch_size=hp.diffusion_batch_size, generator=g,
-                show_progress=progress_bar and dist.is_main, desc=f"classifier {col}",
+                show_progress=progress_bar and dist.is_main, desc=f"classifier {col}", n_classes=len(model.categories[col]),
             ))
     model.is_trained = True
     if hp.discriminator_steps > 0:
