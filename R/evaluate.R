@@ -13,6 +13,12 @@
 #' @param n.pcs Number of principal components.
 #' @param seed.use Seed of the split, PCA and classifiers.
 #' @param plot Also return a ggplot of the table.
+#' @param report Path of an HTML report to write (self-contained, figures embedded):
+#'   the metric table next to the control, UMAP of real and generated cells, per-gene
+#'   mean, variance and detection rate, library sizes, marker genes per label and
+#'   memorisation. `NULL`: no report.
+#' @param group.by `meta.data` column of labels for the report (UMAP by label, markers
+#'   per label); generated cells without it get labels transferred from the real cells.
 #' @return A list: `metrics`, a data.frame with one row per metric (`generated`,
 #'   `real.vs.real`, `best` = the value of indistinguishable sets), and `plot`.
 #' @examples
@@ -23,7 +29,8 @@
 #'   ev$metrics
 #' }
 #' @export
-EvaluateCells <- function(real, generated, assay = NULL, n.pcs = 50, seed.use = 0, plot = TRUE) {
+EvaluateCells <- function(real, generated, assay = NULL, n.pcs = 50, seed.use = 0, plot = TRUE,
+                          report = NULL, group.by = NULL) {
   .check_seurat(real, "real")
   .check_seurat(generated, "generated")
   a1 <- .check_assay(real, assay)
@@ -47,7 +54,19 @@ EvaluateCells <- function(real, generated, assay = NULL, n.pcs = 50, seed.use = 
     real.vs.real = vapply(names(keys), function(k) as.numeric(rep$control[[k]]), numeric(1)),
     best = unname(keys), row.names = NULL
   )
-  out <- list(metrics = metrics, plot = NULL)
+  out <- list(metrics = metrics, plot = NULL, report = NULL)
+  if (!is.null(report)) {
+    if (!is.null(group.by) && !(group.by %in% colnames(real[[]]))) {
+      stop("group.by '", group.by, "' is not a meta.data column of real.", call. = FALSE)
+    }
+    cols <- if (is.null(group.by)) character(0) else group.by
+    ad_real <- .as_anndata(real[genes, !half], a1, columns = cols)
+    ad_train <- .as_anndata(real[genes, half], a1, columns = cols)
+    ad_gen <- .as_anndata(generated[genes, ], a2, columns = intersect(cols, colnames(generated[[]])))
+    out$report <- .py(eng$report$write_report(report, ad_real, ad_gen, rep, train = ad_train, label = group.by,
+                                              seed = as.integer(seed.use)))
+    out$report <- normalizePath(report)
+  }
   if (plot) {
     long <- data.frame(
       metric = factor(rep(metrics$metric, 2), levels = rev(metrics$metric)),

@@ -85,7 +85,8 @@ cellsynth_available <- function(quiet = TRUE) {
   list(
     cellsynth = .cellsynth$py,
     rbridge = reticulate::import("cellsynth.io.rbridge", convert = TRUE),
-    fidelity = reticulate::import("cellsynth.metrics.fidelity", convert = TRUE)
+    fidelity = reticulate::import("cellsynth.metrics.fidelity", convert = TRUE),
+    report = reticulate::import("cellsynth.metrics.report", convert = TRUE)
   )
 }
 

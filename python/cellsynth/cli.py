@@ -189,18 +189,23 @@ def cmd_velocity(a: argparse.Namespace) -> None:
 def cmd_evaluate(a: argparse.Namespace) -> None:
 
     from .metrics.fidelity import fidelity
+    from .metrics.report import counts_of, write_report
 
     real, gen = read_h5ad(a.real), read_h5ad(a.generated)
     train = read_h5ad(a.train) if a.train else None
     genes = [g for g in real.var_names if g in set(gen.var_names)]
     if not genes:
         raise ValueError("The real and generated files share no genes.")
-    pick = lambda x: (x.layers["counts"] if "counts" in x.layers else x.X)  # noqa: E731
-    rep = fidelity(pick(real[:, genes]), pick(gen[:, genes]), pick(train[:, genes]) if train is not None else None)
+    for name, x in (("real", real), ("train", train)):
+        if a.label and x is not None and a.label not in x.obs:
+            raise ValueError(f"--label {a.label!r} is not an obs column of the {name} cells (columns: {list(x.obs.columns)[:10]}).")
+    rep = fidelity(counts_of(real[:, genes]), counts_of(gen[:, genes]), counts_of(train[:, genes]) if train is not None else None)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(rep, indent=2))
+    write_atomic(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(rep, indent=2)))
+    report = write_report(out / "report.html", real, gen, rep, train=train, label=a.label)
     print(json.dumps(rep, indent=2))
+    print(f"wrote {out / 'metrics.json'} and {report}")
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -315,11 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None)
     r.set_defaults(func=cmd_perturb)
 
-    e = sub.add_parser("evaluate", help="real vs generated metrics")
+    e = sub.add_parser("evaluate", help="real vs generated metrics (metrics.json) and a readable report (report.html)")
     e.add_argument("real")
     e.add_argument("generated")
-    e.add_argument("--out", required=True, help="output directory (metrics.json)")
+    e.add_argument("--out", required=True, help="output directory (metrics.json, report.html)")
     e.add_argument("--train", default=None, help="training cells, for the real-vs-real control and memorisation")
+    e.add_argument("--label", default=None, metavar="COL", help="obs column of labels: UMAP by label and marker genes per label in report.html")
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="train on bundled PBMC cells, generate, plot, score", parents=[threads])

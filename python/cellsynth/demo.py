@@ -19,6 +19,7 @@ from .io.files import write_h5ad_atomic
 from .data import pbmc68k_counts
 from .data.intake import normalise_log
 from .metrics.fidelity import fidelity
+from .metrics.report import write_report
 from .model import CellSynth
 from .plotting import umap_real_vs_generated
 
@@ -60,10 +61,11 @@ def run_demo(out: str | Path = "demo_out", *, seed: int = 0, quiet: bool = False
         normalise_log(test.X.toarray()), syn.X.toarray(), out / "umap.png",
         real_labels=test.obs["bulk_labels"].to_numpy(), seed=seed, title="held-out real vs generated PBMCs",
     )
+    write_report(out / "report.html", test, syn, rep, train=train, label="bulk_labels", title="cellsynth demo: held-out PBMCs vs generated")
     table = format_table(rep)
     (out / "metrics.json").write_text(json.dumps({**rep, "fit_seconds": t_fit, "generate_seconds": t_gen}, indent=2))
     (out / "metrics.txt").write_text(table + "\n")
     print(f"trained in {t_fit:.0f} s, generated {syn.n_obs} cells in {t_gen:.1f} s (DDIM, 50 steps)\n")
     print(table)
-    print(f"\nwrote {out / 'generated.h5ad'}, {out / 'umap.png'}, {out / 'metrics.txt'}, model in {out / 'model'}")
+    print(f"\nwrote {out / 'generated.h5ad'}, {out / 'report.html'}, {out / 'umap.png'}, {out / 'metrics.txt'}, model in {out / 'model'}")
     return rep

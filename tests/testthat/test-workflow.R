@@ -31,3 +31,17 @@ test_that("Seurat's standard workflow runs on generated cells, and they merge wi
   cfg <- cellsynth:::.read_config(file.path(SeuratObject::Tool(seu, "TrainCellSynth")$model.dir, "config.json"))
   expect_equal(cfg$gene_choice$n_modelled, 100)
 })
+
+test_that("EvaluateCells writes a self-contained HTML report", {
+  skip_if_no_engine()
+  seu <- SeuratObject::pbmc_small
+  syn <- GenerateCells(seu, n.cells = 60, group.by = "groups", per.condition = TRUE, hyperparameters = FAST, verbose = FALSE)
+  path <- file.path(tempdir(), "cellsynth-report.html")
+  ev <- EvaluateCells(seu, syn, report = path, group.by = "groups", plot = FALSE)
+  expect_true(file.exists(path))
+  page <- paste(readLines(path, warn = FALSE), collapse = "\n")
+  expect_true(grepl("UMAP of real and generated cells", page, fixed = TRUE))
+  expect_true(grepl("Marker genes", page, fixed = TRUE))
+  expect_gte(length(gregexpr("data:image/png;base64,", page, fixed = TRUE)[[1]]), 4)
+  expect_identical(ev$report, normalizePath(path))
+})
