@@ -61,7 +61,7 @@ class BackedData:
     block: int = BLOCK
     var: object = None  # the file's gene annotations (a DataFrame)
     #: out-of-core data models every gene of the file (choose genes beforehand to model fewer)
-    rest_genes = rest_values = None
+    rest_genes = rest_matrix = rest_rows = None
 
     @property
     def all_genes(self) -> list[str]:

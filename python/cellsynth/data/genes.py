@@ -37,7 +37,7 @@ N_TOP_GENES = 2000
 #: genes detected in fewer cells are not modelled
 MIN_CELLS = 3
 #: at most this many cells are used to rank highly variable genes
-HVG_CELLS = 50_000
+HVG_CELLS = 20_000
 #: values drawn densely at once by RestModel.sample (cells x genes of one block)
 BLOCK_VALUES = 4_000_000
 #: the rest model distinguishes about one cell state per this many training cells ...
@@ -75,11 +75,18 @@ class GeneChoice:
         }
 
 
-def detected_cells(m) -> np.ndarray:
-    """Number of cells in which each gene is non-zero (sparse or dense ``m``)."""
+def detected_cells(m, chunk: int = 1 << 24) -> np.ndarray:
+    """Number of cells in which each gene is non-zero (sparse or dense ``m``); sparse
+    values are read ``chunk`` at a time (no full-size temporary)."""
     if sp.issparse(m):
-        m = sp.csr_matrix(m)
-        return np.bincount(m.indices[m.data != 0], minlength=m.shape[1])
+        m = sp.csr_matrix(m) if m.format not in ("csr", "csc") else m
+        if m.format == "csc":
+            return np.asarray([np.count_nonzero(m.data[m.indptr[j] : m.indptr[j + 1]]) for j in range(m.shape[1])])
+        out = np.zeros(m.shape[1], np.int64)
+        for s in range(0, m.nnz, chunk):
+            idx = m.indices[s : s + chunk]
+            out += np.bincount(idx[m.data[s : s + chunk] != 0], minlength=m.shape[1])
+        return out
     return np.count_nonzero(np.asarray(m), axis=0)
 
 
@@ -99,10 +106,10 @@ def highly_variable(m, kind: str, n_top: int, candidates: np.ndarray, seed: int)
     import anndata as ad
     import scanpy as sc
 
-    rows = np.arange(m.shape[0])
-    if len(rows) > HVG_CELLS:
-        rows = np.sort(np.random.default_rng(seed).choice(len(rows), HVG_CELLS, replace=False))
-    sub = sp.csr_matrix(m)[rows][:, candidates]
+    m = sp.csr_matrix(m) if not sp.issparse(m) or m.format != "csr" else m
+    if m.shape[0] > HVG_CELLS:  # a random subsample of cells ranks the genes
+        m = m[np.sort(np.random.default_rng(seed).choice(m.shape[0], HVG_CELLS, replace=False))]
+    sub = m[:, candidates]
     a = ad.AnnData(log_normalised(sub, kind))
     sc.pp.highly_variable_genes(a, n_top_genes=int(n_top), flavor="seurat", subset=False)
     hv = np.flatnonzero(a.var["highly_variable"].to_numpy())
@@ -260,32 +267,48 @@ def cell_states(z: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return km.labels_.astype(np.int64), km.cluster_centers_
 
 
+def rest_sums(m, rows: np.ndarray, rest: np.ndarray, state: np.ndarray, n_states: int, chunk: int = 4096) -> dict:
+    """Per-state sums over cells ``rows`` of ``m`` (all genes, CSR) for the genes
+    ``rest``: values, squares, detections; read ``chunk`` rows at a time, so no copy
+    of the rest genes' columns is ever made."""
+    k = len(rest)
+    out = {"sum": np.zeros((n_states, k)), "det": np.zeros((n_states, k)), "sq": np.zeros(k)}
+    for s0 in range(0, len(rows), chunk):
+        r = rows[s0 : s0 + chunk]
+        sub = sp.csr_matrix(m[r][:, rest], dtype=np.float64)
+        member = sp.csr_matrix((np.ones(len(r)), (state[s0 : s0 + chunk], np.arange(len(r)))), shape=(n_states, len(r)))
+        out["sum"] += np.asarray((member @ sub).todense())
+        out["sq"] += np.asarray(sub.multiply(sub).sum(0)).ravel()
+        sub.data = (sub.data != 0).astype(np.float64)
+        out["det"] += np.asarray((member @ sub).todense())
+    return out
+
+
 def fit_rest(m, kind: str, rest: np.ndarray, modelled_library: np.ndarray, state: np.ndarray | None = None,
-             centroids: np.ndarray | None = None) -> RestModel:
-    """Fit :class:`RestModel` from ``m`` (cells x ``rest`` genes, sparse ok), the cells'
-    modelled library sizes and states (default: one state)."""
+             centroids: np.ndarray | None = None, rows: np.ndarray | None = None) -> RestModel:
+    """Fit :class:`RestModel` for genes ``rest`` from cells ``m`` (cells x *all* genes,
+    sparse ok; ``rows``: which of its rows are the training cells, default all), the
+    cells' modelled library sizes and states (default: one state)."""
     from ..calibration import fit_theta  # numerics shared with the count calibration
     import torch
 
     rest = np.asarray(rest, np.int64)
-    sub = sp.csr_matrix(m, dtype=np.float64)
-    n, k = sub.shape
-    if k != len(rest):
-        raise ValueError(f"m has {k} columns but {len(rest)} rest genes were named")
+    m = sp.csr_matrix(m) if not sp.issparse(m) or m.format != "csr" else m
+    rows = np.arange(m.shape[0]) if rows is None else np.asarray(rows, np.int64)
+    n, k = len(rows), len(rest)
     state = np.zeros(n, np.int64) if state is None else np.asarray(state, np.int64)
     centroids = np.zeros((1, 1)) if centroids is None else np.asarray(centroids, np.float64)
     n_s = len(centroids)
-    member = sp.csr_matrix((np.ones(n), (state, np.arange(n))), shape=(n_s, n))  # states x cells
+    sums = rest_sums(m, rows, rest, state, n_s)
+    cells_state = np.bincount(state, minlength=n_s).astype(np.float64)
+    detected = sums["det"].sum(0)
     zeros = np.zeros(k)
-    det = sub.copy()
-    det.data = (det.data > 0).astype(np.float64)
     if kind == "counts":
         lib = np.asarray(modelled_library, np.float64)
-        overall = np.asarray(sub.sum(0)).ravel() / max(lib.sum(), 1e-12)
+        overall = sums["sum"].sum(0) / max(lib.sum(), 1e-12)
         prior = PRIOR_CELLS * np.median(lib)
-        by_state = np.asarray((member @ sub).todense())
-        lib_state = member @ lib
-        rate = (by_state + prior * overall[None, :]) / (lib_state[:, None] + prior)
+        lib_state = np.bincount(state, weights=lib, minlength=n_s)
+        rate = (sums["sum"] + prior * overall[None, :]) / (lib_state[:, None] + prior)
         # detection: a mean over cells of NB zero-probabilities; quantiles of each state's
         # library sizes stand in for its cells (as many as its share of the cells)
         mu = []
@@ -293,16 +316,14 @@ def fit_rest(m, kind: str, rest: np.ndarray, modelled_library: np.ndarray, state
             lc = lib[state == c]
             k_c = max(2, int(round(LIBRARY_QUANTILES * len(lc) / n)))
             mu.append(np.quantile(lc, (np.arange(k_c) + 0.5) / k_c)[:, None] * rate[c][None, :])
-        target = torch.as_tensor(np.asarray(det.mean(0)).ravel())
+        target = torch.as_tensor(detected / n)
         theta = fit_theta(torch.as_tensor(np.concatenate(mu)), target, lower=1e-3, upper=1e4).numpy()
         theta = np.where(overall > 0, theta, 0.0)
         return RestModel(rest, kind, np.where(overall[None, :] > 0, rate, 0.0), theta, zeros.copy(), centroids)
-    cells_state = np.asarray(member.sum(1)).ravel()
-    overall = np.asarray(det.mean(0)).ravel()
-    rate = (np.asarray((member @ det).todense()) + PRIOR_CELLS * overall[None, :]) / (cells_state[:, None] + PRIOR_CELLS)
-    nnz = np.maximum(np.asarray(det.sum(0)).ravel(), 1)
-    s1 = np.asarray(sub.sum(0)).ravel()
-    s2 = np.asarray(sub.multiply(sub).sum(0)).ravel()
+    overall = detected / n
+    rate = (sums["det"] + PRIOR_CELLS * overall[None, :]) / (cells_state[:, None] + PRIOR_CELLS)
+    nnz = np.maximum(detected, 1)
+    s1, s2 = sums["sum"].sum(0), sums["sq"]
     mean, var = s1 / nnz, np.maximum(s2 / nnz - (s1 / nnz) ** 2, 0.0)
     ok = (var > 0) & (mean > 0)
     shape = np.where(ok, mean**2 / np.where(ok, var, 1.0), mean)  # no spread: the value itself

@@ -22,6 +22,10 @@ from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, choose_genes
 log = logging.getLogger("cellsynth")
 
 TARGET_SUM = 1e4
+#: rows densified at a time
+ROWS = 4096
+#: values checked at a time (bounds the temporaries of the checks)
+CHUNK = 1 << 24
 #: no count of one gene in one cell is anywhere near this (a 10x library is ~1e4-1e5)
 MAX_VALUE = 1e9
 
@@ -42,7 +46,8 @@ class Prepared:
     all_genes: list[str] = field(default_factory=list)  # every input gene, input order
     choice: GeneChoice | None = None  # which genes are modelled, and why
     rest_genes: np.ndarray | None = None  # positions of the genes not modelled (None: all modelled)
-    rest_values: sp.csr_matrix | None = None  # (cells, rest genes) their values, sparse
+    rest_matrix: object = None  # the usable cells' matrix over all genes (sparse, not copied) ...
+    rest_rows: np.ndarray | None = None  # ... and which of its rows are the training cells
     var: pd.DataFrame | None = None  # the input's gene annotations (all genes)
 
 
@@ -81,10 +86,13 @@ def check_log_range(max_value: float, where: str) -> None:
         )
 
 
-def _dense(m) -> np.ndarray:
-    if sp.issparse(m):
-        return np.asarray(m.toarray(), dtype=np.float64)
-    return np.asarray(m, dtype=np.float64)
+def _dense32(m) -> np.ndarray:
+    """A float32 dense copy of ``m``, densified :data:`ROWS` rows at a time."""
+    out = np.empty(m.shape, np.float32)
+    for s0 in range(0, m.shape[0], ROWS):
+        block = m[s0 : s0 + ROWS]
+        out[s0 : s0 + ROWS] = block.toarray() if sp.issparse(block) else np.asarray(block)
+    return out
 
 
 def _rows(m) -> sp.csr_matrix | np.ndarray:
@@ -103,10 +111,11 @@ def _values(m) -> np.ndarray:
 
 def detect_kind(m) -> str:
     """``"counts"`` when every value is a non-negative integer, else ``"lognorm"``."""
-    v = _values(m)
-    if v.size == 0:
-        return "counts"
-    return "counts" if np.all(np.equal(np.mod(v, 1), 0)) else "lognorm"
+    v = _values(m).ravel()
+    for s in range(0, v.size, CHUNK):  # in chunks: no full-size temporaries
+        if not np.all(np.equal(np.mod(v[s : s + CHUNK], 1), 0)):
+            return "lognorm"
+    return "counts"
 
 
 def check_not_empty(shape: tuple[int, int], where: str) -> None:
@@ -263,8 +272,10 @@ def prepare(
         choice = choose_genes(m, names, kind, n_top_genes=n_top_genes, min_cells=min_cells, genes=genes, seed=seed)
     else:
         choice = GeneChoice(np.arange(len(names), dtype=np.int64), len(names), "all", None, 0)
-    x = _dense(m if choice.all_modelled else m[:, choice.modelled])
-    totals = x.sum(1)
+    sub = m if choice.all_modelled else m[:, choice.modelled]
+    x = _dense32(sub)  # the only dense matrix: cells x modelled genes
+    totals = _row_sums(sub)
+    del sub
     if not choice.all_modelled and (totals <= 0).any():
         empty = totals <= 0
         log.warning(
@@ -275,10 +286,9 @@ def prepare(
             raise InputError("Fewer than 2 cells have counts in the modelled genes; model more genes (n_top_genes=None).")
     else:
         empty = np.zeros(len(totals), bool)
-    rest_genes = rest_values = None
+    rest_genes = None
     if not choice.all_modelled:
         rest_genes = np.setdiff1d(np.arange(len(names)), choice.modelled)
-        rest_values = sp.csr_matrix(m[~empty][:, rest_genes] if empty.any() else m[:, rest_genes], dtype=np.float32)
         log.info(
             "modelling %d of %d genes (%s: detected in >= %d cells%s); the other %d come from a per-gene model",
             len(choice.modelled), len(names), choice.method, choice.min_cells,
@@ -290,8 +300,10 @@ def prepare(
         codes = {c: v[~empty] for c, v in codes.items()}
     if kind == "counts":
         log.info("%s holds raw counts (%d cells x %d genes); normalising to 1e4 per cell + log1p", where, x.shape[0], len(names))
-        counts = x.astype(np.float32)
-        x_log = normalise_log(x).astype(np.float32)
+        counts = x
+        x_log = np.empty_like(x)
+        for s0 in range(0, len(x), ROWS):  # float64 arithmetic, a block of rows at a time
+            x_log[s0 : s0 + ROWS] = normalise_log(x[s0 : s0 + ROWS].astype(np.float64))
         library = totals.astype(np.float32)
     else:
         log.info(
@@ -300,7 +312,7 @@ def prepare(
             where,
         )
         counts = None
-        x_log = x.astype(np.float32)
+        x_log = x
         library = np.full(x.shape[0], TARGET_SUM, np.float32)
     return Prepared(
         genes=[names[i] for i in choice.modelled],
@@ -314,6 +326,7 @@ def prepare(
         all_genes=names,
         choice=choice,
         rest_genes=rest_genes,
-        rest_values=rest_values,
+        rest_matrix=m if rest_genes is not None else None,
+        rest_rows=np.flatnonzero(~empty) if rest_genes is not None else None,
         var=adata.var.copy(),
     )

@@ -163,7 +163,7 @@ def fit_rest_genes(model, d, zs: torch.Tensor) -> None:
     latent = zs[:, : model.hparams.latent_dim].cpu().numpy()
     state, centroids = cell_states(latent, model.seed)
     lib = d.library if model.count_level else np.full(len(latent), TARGET_SUM)
-    model.rest = fit_rest(d.rest_values, model.input_kind, d.rest_genes, lib, state, centroids)
+    model.rest = fit_rest(d.rest_matrix, model.input_kind, d.rest_genes, lib, state, centroids, rows=d.rest_rows)
     log.info("unmodelled genes: %d, in %d cell states", len(d.rest_genes), len(centroids))
 
 
