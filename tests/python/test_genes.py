@@ -174,7 +174,8 @@ def test_log_normalised_whole_transcriptome(transcriptome):
     a = transcriptome[:200].copy()
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
-    m = CellSynth(a, n_top_genes=300, seed=0, **TINY).fit(progress_bar=False)
+    m = CellSynth(a, n_top_genes=300, recover_counts=False, seed=0, **TINY).fit(progress_bar=False)
+    assert m.value_map is not None  # decoded values mapped onto the real per-gene quantiles
     g = m.generate(30, seed=0, progress_bar=False)
     assert g.shape == (30, 6000) and "counts" not in g.layers
     never = np.asarray((a.X > 0).sum(0)).ravel() == 0
@@ -209,3 +210,22 @@ def test_top_genes_apply_when_every_gene_is_detected():
     assert a.n_vars > 200
     got = choose_genes(a.X, list(a.var_names), "counts", n_top_genes=100)
     assert got.method == "hvg" and len(got.modelled) == 100
+
+
+def test_log_normalised_counts_are_recovered(transcriptome):
+    """log1p(1e4-normalised counts) gives back its exact counts (checked against the
+    counts it was made from); values that are not whole counts are left alone."""
+    from cellsynth.data.recover import recover_counts
+
+    a = transcriptome[:150].copy()
+    b = a.copy()
+    sc.pp.normalize_total(b, target_sum=1e4)
+    sc.pp.log1p(b)
+    back = recover_counts(b.X)
+    assert back is not None and (back != a.X).nnz == 0
+    p = prepare(b, n_top_genes=300)
+    assert p.input_kind == "counts" and np.array_equal(p.library, np.asarray(a.X[:, p.choice.modelled].sum(1)).ravel())
+    tpm_like = b.copy()
+    tpm_like.X = tpm_like.X.copy()
+    tpm_like.X.data = np.log1p(np.expm1(tpm_like.X.data) * np.random.default_rng(0).uniform(0.5, 1.5, tpm_like.X.nnz))
+    assert recover_counts(tpm_like.X) is None

@@ -234,6 +234,7 @@ def prepare_any(adata, *, labels=None, layer=None, drop_empty_cells=False, backe
         return prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, seed=seed, **genes)
     if not isinstance(adata, (str, os.PathLike)):
         raise InputError("backed=True reads cells from disk: pass the .h5ad path, not an in-memory AnnData.")
+    genes.pop("recover", None)  # out-of-core data is modelled as stored
     if genes.get("genes") is not None:
         raise InputError("backed=True models every gene of the file; write the genes to model to a file first "
                          "(adata[:, genes].write_h5ad(...)) or train in memory with genes=[...].")

@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
+from .recover import recover_counts
 from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, choose_genes
 
 log = logging.getLogger("cellsynth")
@@ -214,6 +215,7 @@ def prepare(
     min_cells: int = MIN_CELLS,
     genes: list[str] | None = None,
     select: bool = True,
+    recover: bool = True,
     seed: int = 0,
 ) -> Prepared:
     """Validate and normalise ``adata`` for training, and choose the genes to model.
@@ -235,6 +237,10 @@ def prepare(
         Which genes the networks learn (:func:`cellsynth.data.genes.choose_genes`):
         genes detected in at least ``min_cells`` cells, at most ``n_top_genes`` highly
         variable ones of them, or exactly ``genes``.
+    recover
+        Log-normalised UMI counts (``log1p`` of 1e4-normalised whole counts, e.g. a Seurat
+        ``data`` slot) are turned back into their exact counts
+        (:func:`cellsynth.data.recover.recover_counts`) and modelled as counts.
     select
         ``False``: model every gene as given (no choice, no per-gene model of the rest).
     seed
@@ -266,6 +272,15 @@ def prepare(
     keep = usable_cells(_row_sums(m), drop_empty_cells)
     if not keep.all():
         m = m[keep]
+    if kind == "lognorm" and recover:
+        counts = recover_counts(m)
+        if counts is not None:
+            log.info(
+                "%s holds log-normalised UMI counts: each cell's values are whole multiples of its smallest one, so the "
+                "counts were recovered exactly and are modelled as counts (pass recover_counts=False to model the "
+                "values as given)", where,
+            )
+            m, kind = counts, "counts"
     codes, cats = encode_labels(adata.obs.loc[keep], labels)
     names = [str(g) for g in adata.var_names]
     if select:

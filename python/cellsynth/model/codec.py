@@ -17,8 +17,10 @@ import torch
 from ..calibration import MAX_CELLS as CALIBRATION_CELLS
 from ..calibration import calibrate
 from ..counts import sample_nb
+from ..quantiles import fit_quantile_map
 from ..data.backed import BackedData
-from ..data.intake import normalise_log, prepare
+from ..data.intake import detect_kind, normalise_log, prepare
+from ..data.recover import recover_counts
 from ..errors import InputError
 from ..progress import progress
 
@@ -65,7 +67,11 @@ def align(model, adata: ad.AnnData) -> ad.AnnData:
 
 def latent_of(model, adata: ad.AnnData, standardised: bool = True) -> np.ndarray:
     """Diffusion latents of real cells (see :meth:`CellSynth.get_latent`)."""
-    p = prepare(align(model, adata), layer=None, select=False)
+    if model.count_level and "counts" not in adata.layers and detect_kind(adata.X) == "lognorm":
+        counts = recover_counts(adata.X)  # log-normalised UMI counts: their counts, over all genes
+        if counts is not None:
+            adata = ad.AnnData(counts, obs=adata.obs[[]], var=adata.var[[]])
+    p = prepare(align(model, adata), layer=None, select=False, recover=False)
     x = torch.as_tensor(p.x_log, device=model.device)
     z = raw_latent(model, x, torch.as_tensor(p.library, device=model.device))
     if standardised:
@@ -134,7 +140,8 @@ def decode(model, zs: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, np.ndarr
             cs.append(c)
             xs.append(normalise_log(c).astype(np.float32))
         else:
-            xs.append(out.logexpr.cpu().numpy().astype(np.float32))
+            v = out.logexpr.cpu().numpy().astype(np.float32)
+            xs.append(model.value_map.apply(v) if model.value_map is not None else v)
     return np.concatenate(xs), (np.concatenate(cs) if cs else None)
 
 
@@ -182,3 +189,17 @@ def output_var(model) -> pd.DataFrame:
     modelled[model.modelled_index] = True
     var["cellsynth_modelled"] = modelled
     return var
+
+
+@torch.no_grad()
+def fit_value_map(model, d, z: torch.Tensor) -> None:
+    """For models of log-normalised values: the per-gene quantile map
+    (:mod:`cellsynth.quantiles`) from decoded to real values of at most
+    ``CALIBRATION_CELLS`` training cells, drawn with the model's seed."""
+    n = z.shape[0]
+    rng = np.random.default_rng(model.seed)
+    rows = np.arange(n) if n <= CALIBRATION_CELLS else np.sort(rng.choice(n, CALIBRATION_CELLS, replace=False))
+    model.encoder.eval()
+    zc = z[torch.as_tensor(rows, device=z.device), : model.hparams.latent_dim]
+    dec = torch.cat([model.encoder.decode(zc[i : i + BATCH]).logexpr for i in range(0, len(zc), BATCH)])
+    model.value_map = fit_quantile_map(dec.cpu().numpy(), d.x_log[rows])

@@ -48,8 +48,10 @@ class CellSynth:
         ``layers['counts']``), log-normalised values accepted.
     labels
         ``obs`` columns to condition on (cell type, tissue, treatment, ...).
-    layer
-        Expression layer to use (default ``layers['counts']`` if present, else ``X``).
+    layer, recover_counts
+        Expression layer to use (default ``layers['counts']`` if present, else ``X``);
+        log-normalised UMI counts in it are turned back into their exact counts unless
+        ``recover_counts=False`` (:mod:`cellsynth.data.recover`).
     n_top_genes, min_cells, genes
         The networks learn the genes detected in >= ``min_cells`` cells, at most
         ``n_top_genes`` highly variable ones (scanpy; ``None``: all), or exactly ``genes``.
@@ -89,6 +91,7 @@ class CellSynth:
         n_top_genes: int | None = N_TOP_GENES,
         min_cells: int = MIN_CELLS,
         genes: list[str] | None = None,
+        recover_counts: bool = True,
         drop_empty_cells: bool = False,
         pretrained: str | os.PathLike | None = None,
         clusters: bool = False,
@@ -116,8 +119,8 @@ class CellSynth:
             labels = [labels]
         if backed and clusters:
             raise InputError("clusters=True needs the whole matrix in memory; cluster first (e.g. with scanpy on a subsample) and pass the column as a label.")
-        data = prepare_any(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, backed=backed,
-                           progress_bar=self.dist.is_main, seed=self.seed, n_top_genes=n_top_genes, min_cells=min_cells, genes=genes)
+        data = prepare_any(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, backed=backed, seed=self.seed,
+                           progress_bar=self.dist.is_main, n_top_genes=n_top_genes, min_cells=min_cells, genes=genes, recover=recover_counts)
         self.cluster_column = add_clusters(data, self.hparams.cluster_resolution, self.seed) if clusters else None
         attach(self, data)
         build(self)
@@ -125,9 +128,7 @@ class CellSynth:
         if pre is not None:
             self.pretrained_genes_shared = align_gene_parameters(self.encoder, pre[0], pre[1], self.modelled_genes)
 
-    @property
-    def count_level(self) -> bool:
-        return self.input_kind == "counts"
+    count_level = property(lambda self: self.input_kind == "counts", doc="Counts in, NB counts out.")
 
     @property
     def prior(self) -> LatentPrior:
@@ -333,7 +334,5 @@ class CellSynth:
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained else "untrained"
-        return (
-            f"CellSynth({state}, {len(self.genes)} genes ({len(self.modelled_genes)} modelled), encoder={self.hparams.encoder}, "
-            f"latent={self.hparams.latent_dim}, labels={self.labels}, input={self.input_kind})"
-        )
+        return (f"CellSynth({state}, {len(self.genes)} genes ({len(self.modelled_genes)} modelled), encoder={self.hparams.encoder}, "
+                f"latent={self.hparams.latent_dim}, labels={self.labels}, input={self.input_kind})")

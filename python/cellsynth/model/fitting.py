@@ -26,7 +26,7 @@ from ..precision import check as check_precision
 from ..seeding import generator
 from ..threads import choose, n_params, using
 from ..train import History, train_classifier, train_denoiser, train_discriminator, train_encoder, train_encoder_backed
-from .codec import backed_latent, fit_calibration, raw_latent
+from .codec import backed_latent, fit_calibration, fit_value_map, raw_latent
 from .sampling import sample
 from .config import ATLAS_CELL_PASSES, MAX_DISCRIMINATOR_FAKES, Hyperparameters
 
@@ -112,8 +112,11 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
         model.history["encoder"] = train_encoder(model.encoder, x, counts, library, strata=strata, **enc_kw)
     z = backed_latent(model, d, progress_bar) if backed else raw_latent(model, x, library)
     model.calibration = None
+    model.value_map = None
     if model.count_level and hp.count_calibration:
         fit_calibration(model, d, None if backed else z)
+    elif hp.count_calibration and not backed:
+        fit_value_map(model, d, z)
     model.latent_mean = z.mean(0)
     model.latent_std = z.std(0).clamp(min=1e-6)
     zs = (z - model.latent_mean) / model.latent_std

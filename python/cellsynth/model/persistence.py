@@ -15,6 +15,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..calibration import CountCalibration
+from ..quantiles import QuantileMap
 from ..data.genes import GeneChoice, RestModel
 from ..errors import InputError, ModelFileError
 from ..io.checkpoint import load_model, save_model
@@ -39,6 +40,7 @@ def config(model) -> dict:
         "cluster_column": model.cluster_column,
         "has_discriminator": model.has_discriminator,
         "count_calibration": model.calibration is not None,
+        "value_map": model.value_map is not None,
         # class index -> label of each latent classifier (same order as categories)
         "classifier_classes": {c: {str(i): v for i, v in enumerate(model.categories[c])} for c in model.labels},
     }
@@ -58,6 +60,9 @@ def save(model, directory: str | os.PathLike, overwrite: bool = False) -> None:
     tensors["genes.modelled"] = torch.as_tensor(model.modelled_index, dtype=torch.int64)
     if model.rest is not None:
         tensors |= {k: torch.as_tensor(v) for k, v in model.rest.tensors().items()}
+    if model.value_map is not None:
+        tensors["value_map.source"] = torch.as_tensor(model.value_map.source)
+        tensors["value_map.target"] = torch.as_tensor(model.value_map.target)
     if model.calibration is not None:
         tensors["calibration.scale"] = model.calibration.scale.double()
         tensors["calibration.theta"] = model.calibration.theta.double()
@@ -82,6 +87,7 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
         var = var_frame(cfg.get("var"), genes)
         has_disc = bool(cfg["has_discriminator"])
         calibrated = bool(cfg.get("count_calibration", False))  # absent in models saved before it existed
+        mapped = bool(cfg.get("value_map", False))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
     try:
@@ -117,6 +123,11 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
             if scale.shape != (len(m.modelled_genes),) or theta.shape != (len(m.modelled_genes),):
                 raise KeyError(f"calibration tensors have shapes {tuple(scale.shape)}, {tuple(theta.shape)}")
             m.calibration = CountCalibration(scale.to(m.device, torch.float64), theta.to(m.device, torch.float64))
+        if mapped:
+            src, tgt = tensors["value_map.source"].numpy(), tensors["value_map.target"].numpy()
+            if src.shape != tgt.shape or src.ndim != 2 or src.shape[1] != len(m.modelled_genes):
+                raise KeyError(f"value_map tensors have shapes {tuple(src.shape)}, {tuple(tgt.shape)}")
+            m.value_map = QuantileMap(src, tgt)
     except (RuntimeError, KeyError) as e:
         raise ModelFileError(f"The weights in {directory} do not fit the configured model ({e}).") from e
     m.has_discriminator = has_disc
