@@ -86,7 +86,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     m = CellSynth(
         a.data, labels=a.label, layer=a.layer, drop_empty_cells=a.drop_empty_cells, pretrained=a.pretrained,
         clusters=a.clusters, backed=a.backed, seed=a.seed, device=a.device,
-        n_top_genes=a.n_top_genes, min_cells=a.min_cells, genes=genes, **hp,
+        n_top_genes=a.n_top_genes, min_cells=a.min_cells, genes=genes, recover_counts=a.recover_counts, **hp,
     )
     log.info("%r", m)
     main_rank = m.dist.is_main
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--min-cells", type=int, default=MIN_CELLS, metavar="N",
                    help=f"genes detected in fewer cells are not learned by the networks (default {MIN_CELLS})")
     t.add_argument("--genes", default=None, metavar="FILE", help="learn exactly these genes (a text file, one name per line)")
+    t.add_argument("--recover-counts", action=argparse.BooleanOptionalAction, default=True,
+                   help="turn log-normalised UMI counts back into their exact counts and model counts (default on)")
     t.add_argument("--encoder", choices=["vae", "ae"], default=None, help="gene-space encoder (default vae)")
     t.add_argument("--decoder", choices=["mlp", "linear"], default=None,
                    help="gene decoder (default mlp; linear extrapolates latent shifts additively: use it for perturbation prediction)")

@@ -237,3 +237,13 @@ def test_continuous_label_warns(toy, caplog):
     with caplog.at_level("WARNING", logger="cellsynth"):
         cellsynth.CellSynth(a, labels=["score"], **FAST)
     assert "looks continuous" in caplog.text
+
+
+def test_path_and_perturbation_steps_refused(with_silent_gene):
+    from cellsynth import tl
+
+    _, m = with_silent_gene
+    with pytest.raises(ValueError, match="steps must be at most"):
+        tl.interpolate(m, {"cell_type": "t0"}, {"cell_type": "t1"}, n_positions=3, n_cells=2, depth=50, steps=5000)
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
+        tl.interpolate(m, {"cell_type": "t0"}, {"cell_type": "t1"}, n_positions=3, n_cells=2, depth=50, steps=0)

@@ -30,6 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..diffusion.prior import SamplingOptions
 from ..diffusion.guidance import CLASSIFIER_SCALE
 from ..errors import InputError
 from ..model import CellSynth
@@ -119,6 +120,7 @@ def interpolate(
     depth = int(depth if depth is not None else (600 if method == "gradient" else T // 2))
     if not 0 < depth < T:
         raise ValueError(f"depth must be in (0, {T}), got {depth}.")
+    SamplingOptions("ddim", steps).check(T)  # steps: a whole number in [1, T], as for generate
     if method == "gradient":
         if model.classifiers is None or not len(model.classifiers):
             raise InputError("method='gradient' needs the model's condition classifiers; train with labels.")

@@ -39,6 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..diffusion.prior import SamplingOptions
 from ..errors import InputError
 from ..model import CellSynth
 
@@ -198,6 +199,7 @@ def predict_perturbation(
     depth = int(DEFAULT_DEPTH if depth is None else depth)
     if method == "diffusion" and not 0 < depth < T:
         raise ValueError(f"depth must be in (0, {T}), got {depth}.")
+    SamplingOptions("ddim", steps).check(T)  # steps: a whole number in [1, T], as for generate
     z = torch.as_tensor(model.get_latent(adata), device=model.device) + torch.as_tensor(shift.delta, device=model.device)
     n = z.shape[0]
     if method == "diffusion":
