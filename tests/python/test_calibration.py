@@ -69,6 +69,7 @@ def test_trained_model_is_calibrated_and_keeps_it_through_save_load(trained, tmp
     assert torch.equal(m2.calibration.theta.cpu(), trained.calibration.theta.cpu())
     # switched off in the config, the same weights generate different (uncalibrated) counts
     cfg["count_calibration"] = False
+    cfg.pop("config_sha256")  # an older model file: no self-checksum
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     m3 = cellsynth.CellSynth.load(tmp_path / "m")
     assert m3.calibration is None
@@ -87,6 +88,7 @@ def test_calibration_claimed_but_missing_is_refused(toy, tmp_path):
     cfg_path = tmp_path / "m" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["count_calibration"] = True
+    cfg.pop("config_sha256")  # an older model file: no self-checksum
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ModelFileError, match="do not fit"):
         cellsynth.CellSynth.load(tmp_path / "m")

@@ -193,7 +193,7 @@ def test_cli_generate_by_condition(tmp_path, trained, capsys):
     err = capsys.readouterr().err
     assert "Unknown value 'nope'" in err and "'t0', 't1', 't2'" in err
     assert not (tmp_path / "bad.h5ad").exists()
-    assert main(["generate", str(tmp_path / "m"), "--n-cells", "30", "--out", str(out), "--per-condition", "--guidance", "classifier", "--steps", "10", "-q"]) == 0
+    assert main(["generate", str(tmp_path / "m"), "--n-cells", "30", "--out", str(out), "--per-condition", "--guidance", "classifier", "--steps", "10", "--overwrite", "-q"]) == 0
     assert set(ad.read_h5ad(out).obs["cell_type"]) == {"t0", "t1", "t2"}
 
 

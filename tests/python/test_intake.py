@@ -24,8 +24,10 @@ def test_counts_detected_and_normalised_like_scanpy(toy):
 def test_lognorm_detected(toy):
     sc.pp.normalize_total(toy, target_sum=1e4)
     sc.pp.log1p(toy)
-    p = prepare(toy)
+    p = prepare(toy, recover=False)
     assert p.input_kind == "lognorm" and p.counts is None
+    # by default, log-normalised UMI counts are turned back into their counts
+    assert prepare(toy).input_kind == "counts"
 
 
 def test_counts_layer_preferred(toy):

@@ -316,9 +316,9 @@ def test_cli_train_refuses_an_existing_output_before_training(small_h5ad, tmp_pa
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     (tmp_path / "afile").write_text("mine")
-    for out in ("busy", "afile"):
+    for out, message in (("busy", "--overwrite"), ("afile", "is a file; give a directory path")):
         assert main(["train", str(small_h5ad), "--out", str(tmp_path / out), "-q"]) == 2
-        assert "--overwrite" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine" and (tmp_path / "afile").read_text() == "mine"
     assert main(["train", str(small_h5ad), "--out", str(tmp_path / "x"), "--resume", "-q"]) == 2
     assert "--checkpoint-dir" in capsys.readouterr().err
