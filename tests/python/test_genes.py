@@ -50,15 +50,16 @@ def test_hvg_choice_is_scanpys(transcriptome):
 def test_min_cells_and_given_genes():
     m = np.array([[1, 0, 0, 2], [2, 0, 1, 0], [0, 0, 3, 0], [1, 0, 1, 0]])
     names = ["a", "b", "c", "d"]
-    assert choose_genes(m, names, "counts", min_cells=3).modelled.tolist() == [0, 2]
-    assert choose_genes(m, names, "counts", min_cells=1).method == "detected"
+    assert choose_genes(m, names, "counts").method == "all"  # no more genes than n_top_genes: as given
+    assert choose_genes(m, names, "counts", n_top_genes=3, min_cells=3).modelled.tolist() == [0, 2]
+    assert choose_genes(m, names, "counts", n_top_genes=None, min_cells=1).method == "detected"
     assert choose_genes(m, names, "counts", genes=["d", "a"]).modelled.tolist() == [0, 3]
     with pytest.raises(InputError, match="not in the data"):
         choose_genes(m, names, "counts", genes=["zz"])
     with pytest.raises(ValueError, match="n_top_genes"):
         choose_genes(m, names, "counts", n_top_genes=0)
     with pytest.raises(InputError, match="min_cells"):
-        choose_genes(m, names, "counts", min_cells=10)
+        choose_genes(m, names, "counts", n_top_genes=None, min_cells=10)
 
 
 def test_rest_model_keeps_mean_and_detection_rate():

@@ -3,6 +3,7 @@
 # (n.top.genes below the assay's size), so the whole-transcriptome path is exercised.
 test_that("Seurat's standard workflow runs on generated cells, and they merge with the real ones", {
   skip_if_no_engine()
+  skip_if_not_installed("Seurat")
   seu <- TrainCellSynth(SeuratObject::pbmc_small, group.by = "groups", n.top.genes = 100,
                         hyperparameters = FAST, verbose = FALSE)
   syn <- GenerateCells(seu, n.cells = 80, per.condition = TRUE, verbose = FALSE)
@@ -34,6 +35,7 @@ test_that("Seurat's standard workflow runs on generated cells, and they merge wi
 
 test_that("EvaluateCells writes a self-contained HTML report", {
   skip_if_no_engine()
+  skip_if_not_installed("Seurat")
   seu <- SeuratObject::pbmc_small
   syn <- GenerateCells(seu, n.cells = 60, group.by = "groups", per.condition = TRUE, hyperparameters = FAST, verbose = FALSE)
   path <- file.path(tempdir(), "cellsynth-report.html")

@@ -8,7 +8,8 @@ input's order.
 
 The choice (:func:`choose_genes`):
 
-1. genes detected in fewer than ``min_cells`` cells are not modelled (scanpy's
+0. a matrix of at most ``n_top_genes`` genes (a curated set) is modelled as given;
+1. otherwise genes detected in fewer than ``min_cells`` cells are not modelled (scanpy's
    ``filter_genes(min_cells=3)`` convention);
 2. if more than ``n_top_genes`` genes remain, the ``n_top_genes`` most highly variable
    ones are modelled, chosen by scanpy (``sc.pp.highly_variable_genes``, flavor
@@ -144,7 +145,7 @@ def choose_genes(
     --------
     >>> import numpy as np
     >>> m = np.array([[1, 0, 0], [2, 0, 1], [0, 0, 3], [1, 0, 1]])
-    >>> choose_genes(m, ["a", "b", "c"], "counts").modelled.tolist()
+    >>> choose_genes(m, ["a", "b", "c"], "counts", n_top_genes=2).modelled.tolist()
     [0, 2]
     """
     n = len(names)
@@ -165,6 +166,8 @@ def choose_genes(
         if len(never):
             log.warning("%d of the genes given to model are never detected (e.g. %s)", len(never), [names[i] for i in never[:5]])
         return GeneChoice(chosen, n, "given", None, int(min_cells))
+    if n_top_genes is not None and n <= int(n_top_genes):  # a curated gene set: modelled as given
+        return GeneChoice(np.arange(n, dtype=np.int64), n, "all", int(n_top_genes), int(min_cells))
     det = detected_cells(m)
     candidates = np.flatnonzero(det >= max(min_cells, 1)).astype(np.int64)
     if len(candidates) == 0:
