@@ -71,7 +71,7 @@ def adatas(draw):
     return a, (["lab"] if label else None)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 @given(adatas())
 def test_cellsynth_trains_or_raises_input_error(case):
     a, labels = case
