@@ -51,8 +51,6 @@ def counts_of(a: ad.AnnData) -> sp.csr_matrix:
     return m
 
 
-_counts = counts_of
-
 
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -64,7 +62,7 @@ def _png(fig) -> str:
 
 
 def _log(a: ad.AnnData, genes) -> np.ndarray:
-    return normalise_log(_counts(a[:, genes]).toarray()).astype(np.float32)
+    return normalise_log(counts_of(a[:, genes]).toarray()).astype(np.float32)
 
 
 def umap_figure(real, gen, real_labels, gen_labels, seed: int):
@@ -116,13 +114,13 @@ def gene_figure(real_counts, gen_counts, real_log, gen_log):
     import matplotlib.pyplot as plt
 
     stats = [
-        ("mean (log-normalised)", real_log.mean(0), gen_log.mean(0), False),
-        ("variance (log-normalised)", real_log.var(0), gen_log.var(0), False),
+        ("mean (log-normalised)", real_log.mean(0), gen_log.mean(0)),
+        ("variance (log-normalised)", real_log.var(0), gen_log.var(0)),
         ("detection rate (fraction of cells)", np.asarray((real_counts > 0).mean(0)).ravel(),
-         np.asarray((gen_counts > 0).mean(0)).ravel(), False),
+         np.asarray((gen_counts > 0).mean(0)).ravel()),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.3))
-    for ax, (name, r, g, _) in zip(axes, stats):
+    for ax, (name, r, g) in zip(axes, stats):
         ax.scatter(r, g, s=5, alpha=0.5, linewidths=0, color="#1f77b4")
         hi = float(max(r.max(), g.max(), 1e-6)) * 1.05
         ax.plot([0, hi], [0, hi], color="#d62728", lw=1, label="generated = real")
@@ -252,7 +250,7 @@ def write_report(path: str | os.PathLike, real: ad.AnnData, generated: ad.AnnDat
     if train is not None and train.n_obs > MAX_CELLS:
         train = train[np.sort(rng.choice(train.n_obs, MAX_CELLS, replace=False))]
     shared = [g for g in real.var_names if g in set(generated.var_names)]
-    rc, gc = _counts(real[:, shared]), _counts(generated[:, shared])
+    rc, gc = counts_of(real[:, shared]), counts_of(generated[:, shared])
     seen = (np.diff(rc.tocsc().indptr) > 0) | (np.diff(gc.tocsc().indptr) > 0)  # genes detected in either set
     genes = [g for g, s in zip(shared, seen) if s]
     rc, gc = rc[:, seen], gc[:, seen]
