@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 from .data.genes import MIN_CELLS, N_TOP_GENES
+from .errors import Terminated
 from .io.files import write_atomic, write_h5ad_atomic
+from .progress import STOP
 
 log = logging.getLogger("cellsynth")
 
@@ -354,11 +356,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)  # and the rest (paths, perturbation)
         check_outputs(args)
         previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+        hook, sys.unraisablehook = sys.unraisablehook, _quiet_interrupts
         try:
             args.func(args)
         finally:
+            sys.unraisablehook = hook
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+                STOP.clear()
     except (InputError, ModelFileError, FileExistsError, FileNotFoundError, PermissionError, ValueError) as e:
         print(f"cellsynth {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -371,12 +376,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every temporary output is cleaned up."""
-
-
 def _terminate(signum, frame):
+    STOP.set()  # in case this exception lands in a weakref callback and is dropped
     raise Terminated()
+
+
+def _quiet_interrupts(unraisable) -> None:
+    """No "Exception ignored" traceback for a TERM or Ctrl-C that landed in a finaliser:
+    the next progress step raises it again (``STOP``)."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 #: commands whose --out is a file, and those whose --out is a directory

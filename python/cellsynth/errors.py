@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class ModelFileError(RuntimeError):
     """A model directory that cannot be loaded, with the reason."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every temporary output is cleaned up on the way out."""

@@ -189,8 +189,9 @@ def check_sizes(hp, tensors: dict, directory) -> None:
     """Refuse a config whose network sizes its own weights cannot hold, before any
     network is built (a layer is never wider than the widest tensor in the file)."""
     widest = max((max(t.shape) for t in tensors.values() if t.dim() > 0), default=0)
-    sizes = {"latent_dim": [hp.latent_dim], "encoder_hidden": hp.encoder_hidden, "denoiser_hidden": hp.denoiser_hidden,
-             "classifier_hidden": hp.classifier_hidden}
+    sizes = {"latent_dim": [hp.latent_dim], "encoder_hidden": hp.encoder_hidden, "denoiser_hidden": hp.denoiser_hidden}
+    if any(k.startswith("classifiers.") for k in tensors):  # a model without labels builds no classifier
+        sizes["classifier_hidden"] = hp.classifier_hidden
     for name, vals in sizes.items():
         if not all(isinstance(v, int) and 1 <= v <= widest for v in vals):
             raise ModelFileError(f"{directory}/config.json declares {name}={vals}, which the weights file (widest tensor "
