@@ -20,8 +20,10 @@
 #'   type column); the model is trained on these plus the condition's column.
 #' @param control The perturbed cells' level in the condition's column (default:
 #'   their own level, which must be one).
-#' @param method `"diffusion"` (shift, then diffusion refinement) or `"shift"` (the
-#'   plain latent shift).
+#' @param method `"diffusion"` (shift, then diffusion refinement), `"shift"` (the
+#'   plain latent shift) or `"transport"` (shift plus a transport map learned from the
+#'   types seen both ways, added to each cell's own profile: a response that depends
+#'   on the cell's state; see the Python `cellsynth.tl.transport`).
 #' @param depth Refinement depth of 1000 (`NULL`: the engine's default, 50).
 #' @return A Seurat object of predicted cells, one per perturbed cell, named after
 #'   them with the target level appended: counts, log-normalised data, the cells'
@@ -37,7 +39,7 @@
 #' }
 #' @export
 PredictPerturbation <- function(object, condition, cells = NULL, group.by = NULL, control = NULL,
-                                method = c("diffusion", "shift"), depth = NULL, assay = NULL, model.dir = NULL,
+                                method = c("diffusion", "shift", "transport"), depth = NULL, assay = NULL, model.dir = NULL,
                                 hyperparameters = list(), seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   method <- match.arg(method)

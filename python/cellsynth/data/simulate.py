@@ -154,6 +154,8 @@ def simulate_perturbation(
     response_fraction: float = 0.1,
     effect_size: float = 1.5,
     type_specific: float = 0.3,
+    response: str = "additive",
+    program_genes: int = 20,
     library_mean: float = 2000.0,
     theta: float = 5.0,
     seed: int = 0,
@@ -171,41 +173,74 @@ def simulate_perturbation(
     shift is in ``varm['true_response']`` (genes × types; before the softmax's
     renormalisation).
 
+    ``response="state"`` makes the response depend on each cell's state, as interferon
+    or drug responses do. Every cell has a within-type program value ``p ~ N(0, 1)``
+    (``obs['true_program']``) that also raises a block of ``program_genes`` genes
+    (``var['program_gene']``, loading ~0.8), so it shows in control cells too. Its
+    response strength is ``s = sigmoid(4 (p - m_type))`` (``obs['true_response_strength']``;
+    the thresholds ``m_type ~ N(0, 0.5)`` in ``uns['true_response']``), every gene's
+    log-fold change in that cell is ``s × varm['true_response'][type]``, and up-regulation
+    saturates: a treated log-mean stops at ``baseline + min(lfc, max(ceiling - baseline,
+    0))``, the ceiling being the 95th percentile of the baseline log-means, so genes
+    already high rise less. Control cells carry the same ``p`` and ``s`` (the strength
+    they would have had). ``response="additive"`` (default) gives the same cells as before
+    this option existed.
+
     Examples
     --------
     >>> a = simulate_perturbation(400, 100, 3, seed=0)
     >>> list(a.obs["condition"].cat.categories), a.varm["true_response"].shape
     (['control', 'stimulated'], (100, 3))
+    >>> b = simulate_perturbation(400, 100, 3, response="state", seed=0)
+    >>> round(float(b.obs["true_response_strength"].min()), 2) >= 0, int(b.var["program_gene"].sum())
+    (True, 20)
     """
+    if response not in ("additive", "state"):
+        raise ValueError(f"response must be 'additive' or 'state', got {response!r}.")
     bio = np.random.default_rng(seed)
     base = bio.normal(0, 1, n_genes)
     k = max(1, int(round(response_fraction * n_genes)))
     types_prog = gene_programs(bio, n_types, n_genes, k, effect_size, signed=False)
     shared = gene_programs(bio, 1, n_genes, k, effect_size, signed=True)[0]
     scale = bio.lognormal(0.0, 0.2, n_types)
-    response = scale[:, None] * shared[None, :]
+    effect = scale[:, None] * shared[None, :]
     for t in range(n_types):
         own = bio.choice(n_genes, max(1, k // 2), replace=False)
-        response[t, own] += type_specific * effect_size * bio.choice([-1, 1], own.size)
+        effect[t, own] += type_specific * effect_size * bio.choice([-1, 1], own.size)
+    if response == "state":  # drawn after the additive system's biology, which stays the same
+        block = bio.choice(n_genes, min(program_genes, n_genes), replace=False)
+        loading = np.zeros(n_genes)
+        loading[block] = bio.lognormal(np.log(0.8), 0.2, block.size)
+        threshold = bio.normal(0, 0.5, n_types)
+        ceiling = float(np.quantile(base[None, :] + types_prog, 0.95))
     rng = np.random.default_rng(seed if cells_seed is None else cells_seed)
     types = rng.integers(0, n_types, n_cells)
     stim = rng.integers(0, 2, n_cells)
-    logit = base[None, :] + types_prog[types] + stim[:, None] * response[types]
-    counts = _nb_counts(logit, rng, library_mean, theta, int(np.argmax(base)))
     tnames = [f"type{t}" for t in range(n_types)]
     levels = ["control", "stimulated"]
-    out = ad.AnnData(
-        sp.csr_matrix(counts),
-        obs=pd.DataFrame(
-            {
-                "cell_type": pd.Categorical([tnames[t] for t in types], categories=tnames),
-                "condition": pd.Categorical([levels[s] for s in stim], categories=levels),
-            },
-            index=[f"cell{i}" for i in range(n_cells)],
-        ),
-        var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
-    )
-    out.varm["true_response"] = pd.DataFrame(response.T, index=out.var_names, columns=tnames)
+    obs = {
+        "cell_type": pd.Categorical([tnames[t] for t in types], categories=tnames),
+        "condition": pd.Categorical([levels[s] for s in stim], categories=levels),
+    }
+    if response == "additive":
+        logit = base[None, :] + types_prog[types] + stim[:, None] * effect[types]
+    else:
+        program = rng.normal(0, 1, n_cells)
+        strength = 1 / (1 + np.exp(-4 * (program - threshold[types])))
+        baseline = base[None, :] + types_prog[types] + program[:, None] * loading[None, :]
+        lfc = strength[:, None] * effect[types]
+        up = np.minimum(lfc, np.maximum(ceiling - baseline, 0))
+        logit = baseline + stim[:, None] * np.where(lfc > 0, up, lfc)
+        obs |= {"true_program": program, "true_response_strength": strength}
+    counts = _nb_counts(logit, rng, library_mean, theta, int(np.argmax(base)))
+    var = pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])
+    if response == "state":
+        var["program_gene"] = loading > 0
+    out = ad.AnnData(sp.csr_matrix(counts), obs=pd.DataFrame(obs, index=[f"cell{i}" for i in range(n_cells)]), var=var)
+    out.varm["true_response"] = pd.DataFrame(effect.T, index=out.var_names, columns=tnames)
+    if response == "state":
+        out.uns["true_response"] = {"kind": "state", "threshold": dict(zip(tnames, threshold.tolist())), "ceiling": ceiling,
+                                    "slope": 4.0}
     return out
 
 

@@ -129,9 +129,7 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
         cond = torch.as_tensor(np.stack([d.labels[c] for c in model.labels], 1), device=model.device)
         # mean latent of every label combination (same order as model.combinations):
         # the latent arithmetic of perturbation prediction works from these
-        model.combination_means = torch.stack([
-            zs[(cond == torch.as_tensor(key[:-1], device=model.device)).all(1)].mean(0) for key in model.combinations
-        ])
+        model.combination_means, model.combination_covs = combination_moments(model, zs, cond)
     model.history["diffusion"] = train_denoiser(
         model.denoiser, model.ema, model.schedule, zs, cond,
         steps=diffusion_steps if diffusion_steps is not None else hp.diffusion_steps,
@@ -189,3 +187,15 @@ def resume_state(model, ck: Checkpoints) -> tuple[dict, dict] | None:
         model.ema.load_state_dict(unprefixed("ema", tensors))
     log.info("resuming from %s (stage %s)", ck.dir, meta["stage"])
     return tensors, meta
+
+
+def combination_moments(model, zs: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of the standardised latents of every label combination (the
+    order of ``model.combinations``; a combination of one cell has covariance 0).
+    Perturbation prediction's latent arithmetic and transport map work from these."""
+    means, covs = [], []
+    for key in model.combinations:
+        z = zs[(cond == torch.as_tensor(key[:-1], device=model.device)).all(1)]
+        means.append(z.mean(0))
+        covs.append(torch.cov(z.T) if len(z) > 1 else torch.zeros(z.shape[1], z.shape[1], device=z.device))
+    return torch.stack(means), torch.stack(covs)

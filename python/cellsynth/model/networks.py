@@ -43,5 +43,6 @@ def build(model) -> None:
     model.latent_min = torch.full((model.diff_dim,), -np.inf, device=model.device)
     model.latent_max = torch.full((model.diff_dim,), np.inf, device=model.device)
     model.combination_means = torch.zeros((len(model.combinations), model.diff_dim), device=model.device)
+    model.combination_covs = None  # (combinations, d, d); None in models saved before it existed
     model.calibration: CountCalibration | None = None
     model.value_map = None  # QuantileMap of log-normalised models (cellsynth.quantiles)

@@ -57,6 +57,8 @@ def save(model, directory: str | os.PathLike, overwrite: bool = False) -> None:
         tensors |= {f"discriminator.{k}": v for k, v in model.discriminator.state_dict().items()}
     for name in STATS:
         tensors[f"stats.{name}"] = getattr(model, name)
+    if model.combination_covs is not None:
+        tensors["stats.combination_covs"] = model.combination_covs
     tensors["genes.modelled"] = torch.as_tensor(model.modelled_index, dtype=torch.int64)
     if model.rest is not None:
         tensors |= {k: torch.as_tensor(v) for k, v in model.rest.tensors().items()}
@@ -118,6 +120,10 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
             setattr(m, name, tensors[f"stats.{name}"].to(m.device))
         if m.combination_means.shape != (len(m.combinations), m.diff_dim):
             raise KeyError(f"stats.combination_means has shape {tuple(m.combination_means.shape)}")
+        if "stats.combination_covs" in tensors:  # absent in models saved before it existed
+            m.combination_covs = tensors["stats.combination_covs"].to(m.device)
+            if m.combination_covs.shape != (len(m.combinations), m.diff_dim, m.diff_dim):
+                raise KeyError(f"stats.combination_covs has shape {tuple(m.combination_covs.shape)}")
         if calibrated:
             scale, theta = tensors["calibration.scale"], tensors["calibration.theta"]
             if scale.shape != (len(m.modelled_genes),) or theta.shape != (len(m.modelled_genes),):

@@ -11,6 +11,8 @@ Examples
 
 from .interpolate import interpolate, slerp
 from .perturb import LatentShift, latent_shift, predict_perturbation
+from .transport import LatentTransport, latent_transport
 from .velocity import GeneVelocity, gene_velocity
 
-__all__ = ["GeneVelocity", "LatentShift", "gene_velocity", "interpolate", "latent_shift", "predict_perturbation", "slerp"]
+__all__ = ["GeneVelocity", "LatentShift", "LatentTransport", "gene_velocity", "interpolate", "latent_shift",
+           "latent_transport", "predict_perturbation", "slerp"]

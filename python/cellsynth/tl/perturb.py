@@ -20,6 +20,13 @@ cells of a type seen only as control would respond:
 ``method="shift"`` stops after step 1 (the plain-shift baseline); "no change" is the
 control cells themselves.
 
+``method="transport"`` (:mod:`cellsynth.tl.transport`): the shift plus a latent
+transport map learned from the types seen both ways, so each cell responds according to
+its own state, and the prediction is the cell's own profile plus the model's predicted
+change rather than a fresh decode. It is not the default yet: on simulated
+state-dependent responses it won clearly on some systems and lost on others
+(``benchmarks/RESULTS.md``).
+
 **Decoder.** Latent arithmetic assumes that a shift in the latent means the same change
 in expression wherever it is applied. The default MLP decoder does not extrapolate that
 way to a cell type never seen treated: it damps the predicted response. A model
@@ -39,13 +46,17 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..data.intake import TARGET_SUM, detect_kind, normalise_log
+from ..data.recover import recover_counts
 from ..diffusion.prior import SamplingOptions
 from ..errors import InputError
 from ..model import CellSynth
+from ..model.codec import BATCH
+from .transport import expected_log1p, latent_transport
 
 log = logging.getLogger("cellsynth")
 
-METHODS = ("diffusion", "shift")
+METHODS = ("transport", "diffusion", "shift")
 #: partial noising depth of the refinement (of T = 1000), chosen on a tuning simulation
 #: (benchmarks/perturbation.py --tune, biology seed 99), not on the graded ones; deeper
 #: noising forgets the arithmetic and falls back on the model's own picture of
@@ -153,8 +164,11 @@ def predict_perturbation(
         The cells' level in that column. Default: their ``adata.obs[column]`` when
         present (one level), else the column's other level when it has two.
     method
-        ``"diffusion"`` (latent shift, then partial noising to ``depth`` and DDIM
-        back down, conditioned on the target) or ``"shift"`` (the latent shift alone).
+        ``"diffusion"`` (default: latent shift, then partial noising to ``depth`` and
+        DDIM back down, conditioned on the target, decoded afresh), ``"shift"`` (the
+        latent shift alone, decoded afresh) or ``"transport"`` (shift plus a Gaussian
+        transport map, each cell's own profile plus its predicted change; see
+        :mod:`cellsynth.tl.transport`).
     depth
         Noising depth of the refinement (default 50 of 1000): deeper trusts the
         model's picture of treated cells more, shallower the arithmetic.
@@ -167,7 +181,9 @@ def predict_perturbation(
     Returns
     -------
     AnnData of predicted cells, one per input cell: ``X`` log-normalised,
-    ``layers['counts']`` for count models, ``obs`` copied from ``adata`` with the
+    ``layers['counts']`` for count models (for ``"transport"``, ``X`` is the
+    prediction itself and the counts an integer draw around it at each cell's own
+    library size, for tools that need counts), ``obs`` copied from ``adata`` with the
     condition column set to the target, ``obs['perturbation_method']``,
     ``obs['synthetic'] = True``; the shift and its groups in
     ``uns['cellsynth_perturbation']``.
@@ -194,6 +210,8 @@ def predict_perturbation(
                 f"adata.obs[{col!r}] holds several levels {present}; pass cells of one control level (or control=)."
             )
         control = present[0]
+    if method == "transport":
+        return _transported(model, adata, condition, control, seed)
     shift = latent_shift(model, condition, control=control)
     T = model.schedule.n_steps
     depth = int(DEFAULT_DEPTH if depth is None else depth)
@@ -222,6 +240,12 @@ def predict_perturbation(
         prior = model.prior
         z = prior.denoise(prior.noise_to(z, depth, noise), depth, steps, cond=cond)
     x, c = model.cells(model.clamp_latent(z), seed=seed)
+    return _result(model, adata, shift, method, x, c, {"depth": depth if method == "diffusion" else None,
+                                                        "steps": int(steps), "seed": int(seed)})
+
+
+def _result(model, adata, shift, method: str, x, c, extra: dict) -> ad.AnnData:
+    n = adata.n_obs
     obs = adata.obs.copy()
     obs[shift.column] = pd.Categorical([shift.target] * n, categories=model.categories[shift.column])
     obs["perturbation_method"] = pd.Categorical([method] * n, categories=list(METHODS))
@@ -231,9 +255,74 @@ def predict_perturbation(
     if c is not None:
         res.layers["counts"] = sp.csr_matrix(c)
     res.uns["cellsynth_perturbation"] = {
-        "column": shift.column, "control": shift.control, "target": shift.target, "method": method,
-        "depth": depth if method == "diffusion" else None, "steps": int(steps), "seed": int(seed),
+        "column": shift.column, "control": shift.control, "target": shift.target, "method": method, **extra,
         "shift_norm": float(np.linalg.norm(shift.delta)),
         "groups": pd.DataFrame(shift.groups).astype(str).to_dict("list"),
     }
     return res
+
+
+def _own_profile(model, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray | None]:
+    """The cells' log-normalised values over the model's genes, and their counts
+    (count models; from X, or recovered from log-normalised UMI counts)."""
+    missing = [g for g in model.genes if g not in set(adata.var_names)]
+    if missing:
+        raise InputError(f"{len(missing)} of the model's {len(model.genes)} genes are missing from the data (e.g. "
+                         f"{missing[:5]}); predict on cells with the model's genes (model.genes).")
+    x = adata[:, model.genes].X
+    x = np.asarray(x.todense() if sp.issparse(x) else x, dtype=np.float64)
+    if detect_kind(x) == "counts":
+        return normalise_log(x), x
+    if model.count_level:
+        counts = recover_counts(x)
+        if counts is None:
+            raise InputError("This count model predicts from the cells' counts, and adata.X is neither counts nor "
+                             "log-normalised UMI counts it can recover them from; pass the raw counts.")
+        counts = np.asarray(counts.todense() if sp.issparse(counts) else counts, dtype=np.float64)
+        return normalise_log(counts), counts
+    return x, None
+
+
+def _expected_log(model, zs: torch.Tensor, library: np.ndarray | None) -> np.ndarray:
+    """Expected log-normalised expression of the modelled genes at standardised latents ``zs``."""
+    z = model.clamp_latent(zs) * model.latent_std + model.latent_mean
+    out = []
+    for i in range(0, z.shape[0], BATCH):
+        zb = z[i:i + BATCH]
+        dec = model.encoder.decode(zb[:, : model.hparams.latent_dim])
+        if model.count_level:
+            rho, theta = dec.rho.double(), dec.theta
+            if model.calibration is not None:
+                rho, theta = model.calibration.apply(rho), model.calibration.theta
+            own = torch.exp(zb[:, -1]).double().cpu().numpy()[:, None]  # the modelled genes' library
+            scale = TARGET_SUM / library[i:i + BATCH, None]  # normalised over every gene, as the output is
+            out.append(expected_log1p(rho.cpu().numpy() * own, theta.double().cpu().numpy(), scale))
+        else:
+            v = dec.logexpr.cpu().numpy().astype(np.float64)
+            out.append(model.value_map.apply(v) if model.value_map is not None else v)
+    return np.concatenate(out)
+
+
+def _transported(model, adata, condition, control, seed: int) -> ad.AnnData:
+    tr = latent_transport(model, condition, control=control)
+    own_x, counts = _own_profile(model, adata)
+    z = model.get_latent(adata)
+    centre = np.zeros_like(z)
+    others = [c for c in model.labels if c != tr.column and c in adata.obs]
+    keys = adata.obs[others].astype(str).agg("|".join, axis=1).to_numpy() if others else np.zeros(adata.n_obs, str)
+    for k in np.unique(keys):  # each cell moves about its own population's mean (e.g. its cell type's)
+        centre[keys == k] = z[keys == k].mean(0)
+    moved = tr.apply(z, centre)
+    library = counts.sum(1) if counts is not None else None
+    dev = model.device
+    before = _expected_log(model, torch.as_tensor(z, dtype=torch.float32, device=dev), library)
+    after = _expected_log(model, torch.as_tensor(moved, dtype=torch.float32, device=dev), library)
+    x = own_x.copy()
+    x[:, model.modelled_index] += after - before  # unmodelled genes keep the cell's own values
+    np.maximum(x, 0, out=x)
+    c = None
+    if counts is not None:  # an integer draw around X at the cell's library size (unbiased rounding)
+        v = np.expm1(x) * library[:, None] / TARGET_SUM
+        c = np.floor(v)
+        c += np.random.default_rng(int(seed)).random(v.shape) < v - c
+    return _result(model, adata, tr, "transport", x.astype(np.float32), c, {"seed": int(seed)})
