@@ -21,9 +21,9 @@
 #' @param control The perturbed cells' level in the condition's column (default:
 #'   their own level, which must be one).
 #' @param method `"diffusion"` (shift, then diffusion refinement), `"shift"` (the
-#'   plain latent shift) or `"transport"` (shift plus a transport map learned from the
-#'   types seen both ways, added to each cell's own profile: a response that depends
-#'   on the cell's state; see the Python `cellsynth.tl.transport`).
+#'   plain latent shift) or `"state"` (a shift whose size depends on each cell's state,
+#'   learned from the types seen both ways, added to the cell's own profile; see the
+#'   Python `cellsynth.tl.state_shift`).
 #' @param depth Refinement depth of 1000 (`NULL`: the engine's default, 50).
 #' @return A Seurat object of predicted cells, one per perturbed cell, named after
 #'   them with the target level appended: counts, log-normalised data, the cells'
@@ -39,7 +39,7 @@
 #' }
 #' @export
 PredictPerturbation <- function(object, condition, cells = NULL, group.by = NULL, control = NULL,
-                                method = c("diffusion", "shift", "transport"), depth = NULL, assay = NULL, model.dir = NULL,
+                                method = c("diffusion", "shift", "state"), depth = NULL, assay = NULL, model.dir = NULL,
                                 hyperparameters = list(), seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   method <- match.arg(method)

@@ -189,28 +189,29 @@ def test_state_dependent_simulation_has_the_stated_truth():
         simulate_perturbation(100, 20, 2, response="multiplicative")
 
 
-def test_gaussian_transport_map_is_the_bures_map():
-    from scipy.linalg import sqrtm
-
-    from cellsynth.tl.transport import gaussian_ot_map
+def test_state_dependence_is_recovered_from_covariances():
+    """A known state-dependent shift applied to a Gaussian cloud: the coefficients come
+    back from the two covariances alone (independent truth: the generating beta)."""
+    from cellsynth.tl.state_shift import along_on_rest
 
     rng = np.random.default_rng(0)
-    for d in (2, 5, 12):
-        a, b = rng.normal(size=(d, d)), rng.normal(size=(d, d))
-        s0, s1 = a @ a.T + 0.1 * np.eye(d), b @ b.T + 0.1 * np.eye(d)
-        t = gaussian_ot_map(s0, s1)
-        np.testing.assert_allclose(t, t.T, atol=1e-8)
-        assert np.linalg.eigvalsh(t).min() > 0
-        np.testing.assert_allclose(t @ s0 @ t, s1, rtol=1e-6, atol=1e-8)  # pushes N(0, s0) onto N(0, s1)
-        r = np.real(sqrtm(s0))  # the textbook formula, through scipy
-        ri = np.linalg.inv(r)
-        np.testing.assert_allclose(t, ri @ np.real(sqrtm(r @ s1 @ r)) @ ri, rtol=1e-5, atol=1e-7)
+    d = 6
+    a = rng.normal(size=(d, d))
+    z = rng.multivariate_normal(np.zeros(d), a @ a.T + np.eye(d), size=200_000)
+    delta = rng.normal(size=d)
+    u = delta / np.linalg.norm(delta)
+    beta = rng.normal(size=d)
+    beta -= (beta @ u) * u  # the response depends on the state orthogonal to delta
+    moved = z + u * (np.linalg.norm(delta) + (z - z.mean(0)) @ beta)[:, None]
+    got = along_on_rest(np.cov(moved.T), u) - along_on_rest(np.cov(z.T), u)
+    np.testing.assert_allclose(got, beta, atol=0.02)
+    np.testing.assert_allclose(moved.mean(0) - z.mean(0), delta, atol=0.05)
 
 
 def test_expected_log1p_matches_scipy():
     from scipy.stats import nbinom
 
-    from cellsynth.tl.transport import expected_log1p
+    from cellsynth.tl.state_shift import expected_log1p
 
     cases = ((0.05, 2.0, 5.0), (0.7, 0.5, 3.0), (4.0, 10.0, 0.8), (19.0, 1.0, 2.0), (15.0, 0.1, 1.0), (25.0, 3.0, 1.5),
              (300.0, 8.0, 0.05), (4000.0, 20.0, 0.01))
@@ -223,8 +224,8 @@ def test_expected_log1p_matches_scipy():
     assert grid.shape == (2, 2) and grid[1, 1] == 0.0
 
 
-def test_transport_follows_each_cells_state():
-    """On a state-dependent response the transport's per-cell change follows the true
+def test_state_shift_follows_each_cells_state():
+    """On a state-dependent response the state shift's per-cell change follows the true
     response strength; the shift's does not (the issue's per-cell figure, small)."""
     from scipy.stats import spearmanr
 
@@ -233,22 +234,22 @@ def test_transport_follows_each_cells_state():
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
     m = cellsynth.CellSynth(data[~held].copy(), labels=["cell_type", "condition"], seed=0, decoder="linear",
                             **FAST).fit(progress_bar=False)
-    tr = tl.latent_transport(m, {"condition": "stimulated"})
+    tr = tl.state_shift(m, {"condition": "stimulated"})
     np.testing.assert_allclose(tr.delta, tl.latent_shift(m, {"condition": "stimulated"}).delta)
     assert sorted(g["cell_type"] for g in tr.groups) == ["type1", "type2"]
     own = normalise_log(ctrl.X.toarray())
     u = data.varm["true_response"]["type0"].to_numpy()
     s = ctrl.obs["true_response_strength"].to_numpy()
     rho = {}
-    for method in ("transport", "shift"):
+    for method in ("state", "shift"):
         p = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method=method, seed=1)
         x = p.X.toarray() if hasattr(p.X, "toarray") else p.X
         rho[method] = spearmanr((x - own) @ u, s).statistic
-    assert rho["transport"] > 0.5 and rho["transport"] > rho["shift"] + 0.2, rho
-    p = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="transport", seed=1)
-    assert p.shape == ctrl.shape and (p.obs["perturbation_method"] == "transport").all()
+    assert rho["state"] > 0.5 and rho["state"] > rho["shift"] + 0.2, rho
+    p = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="state", seed=1)
+    assert p.shape == ctrl.shape and (p.obs["perturbation_method"] == "state").all()
     x = p.X.toarray()
-    assert np.all(x >= 0) and p.uns["cellsynth_perturbation"]["method"] == "transport"
+    assert np.all(x >= 0) and p.uns["cellsynth_perturbation"]["method"] == "state"
     c = p.layers["counts"].toarray()
     assert np.all(c == np.round(c)) and np.all(c >= 0)
     # unbiased integer draw around X at each cell's library size
@@ -256,7 +257,7 @@ def test_transport_follows_each_cells_state():
     assert abs(c.sum() - v.sum()) < 0.01 * v.sum()
 
 
-def test_transport_round_trips_and_needs_the_covariances(tmp_path):
+def test_state_shift_round_trips_and_needs_the_covariances(tmp_path):
     data = simulate_perturbation(600, 60, 3, response="state", seed=6)
     held = ((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "stimulated")).to_numpy()
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
@@ -264,10 +265,10 @@ def test_transport_round_trips_and_needs_the_covariances(tmp_path):
                             **FAST).fit(progress_bar=False)
     m.save(tmp_path / "m")
     back = cellsynth.CellSynth.load(tmp_path / "m")
-    a = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="transport", seed=3)
-    b = tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="transport", seed=3)
+    a = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="state", seed=3)
+    b = tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="state", seed=3)
     np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
     back.combination_covs = None  # as in a model saved before the covariances were kept
     with pytest.raises(InputError, match="retrain"):
-        tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="transport")
+        tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="state")
     assert tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="shift").n_obs == ctrl.n_obs

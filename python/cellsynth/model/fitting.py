@@ -192,7 +192,7 @@ def resume_state(model, ck: Checkpoints) -> tuple[dict, dict] | None:
 def combination_moments(model, zs: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance of the standardised latents of every label combination (the
     order of ``model.combinations``; a combination of one cell has covariance 0).
-    Perturbation prediction's latent arithmetic and transport map work from these."""
+    Perturbation prediction's latent arithmetic and state-dependent shift work from these."""
     means, covs = [], []
     for key in model.combinations:
         z = zs[(cond == torch.as_tensor(key[:-1], device=model.device)).all(1)]

@@ -11,8 +11,8 @@ Examples
 
 from .interpolate import interpolate, slerp
 from .perturb import LatentShift, latent_shift, predict_perturbation
-from .transport import LatentTransport, latent_transport
+from .state_shift import StateShift, state_shift
 from .velocity import GeneVelocity, gene_velocity
 
-__all__ = ["GeneVelocity", "LatentShift", "LatentTransport", "gene_velocity", "interpolate", "latent_shift",
-           "latent_transport", "predict_perturbation", "slerp"]
+__all__ = ["GeneVelocity", "LatentShift", "StateShift", "gene_velocity", "interpolate", "latent_shift",
+           "predict_perturbation", "slerp", "state_shift"]

@@ -20,12 +20,10 @@ cells of a type seen only as control would respond:
 ``method="shift"`` stops after step 1 (the plain-shift baseline); "no change" is the
 control cells themselves.
 
-``method="transport"`` (:mod:`cellsynth.tl.transport`): the shift plus a latent
-transport map learned from the types seen both ways, so each cell responds according to
-its own state, and the prediction is the cell's own profile plus the model's predicted
-change rather than a fresh decode. It is not the default yet: on simulated
-state-dependent responses it won clearly on some systems and lost on others
-(``benchmarks/RESULTS.md``).
+``method="state"`` (:mod:`cellsynth.tl.state_shift`): the shift with a size that
+depends on each cell's state, learned from the types seen both ways, and the
+prediction is the cell's own profile plus the model's predicted change rather than a
+fresh decode (``benchmarks/RESULTS.md`` has every method side by side).
 
 **Decoder.** Latent arithmetic assumes that a shift in the latent means the same change
 in expression wherever it is applied. The default MLP decoder does not extrapolate that
@@ -52,11 +50,11 @@ from ..diffusion.prior import SamplingOptions
 from ..errors import InputError
 from ..model import CellSynth
 from ..model.codec import BATCH
-from .transport import expected_log1p, latent_transport
+from .state_shift import expected_log1p, state_shift
 
 log = logging.getLogger("cellsynth")
 
-METHODS = ("transport", "diffusion", "shift")
+METHODS = ("diffusion", "shift", "state")
 #: partial noising depth of the refinement (of T = 1000), chosen on a tuning simulation
 #: (benchmarks/perturbation.py --tune, biology seed 99), not on the graded ones; deeper
 #: noising forgets the arithmetic and falls back on the model's own picture of
@@ -166,9 +164,9 @@ def predict_perturbation(
     method
         ``"diffusion"`` (default: latent shift, then partial noising to ``depth`` and
         DDIM back down, conditioned on the target, decoded afresh), ``"shift"`` (the
-        latent shift alone, decoded afresh) or ``"transport"`` (shift plus a Gaussian
-        transport map, each cell's own profile plus its predicted change; see
-        :mod:`cellsynth.tl.transport`).
+        latent shift alone, decoded afresh) or ``"state"`` (a shift whose size depends
+        on each cell's state, added to the cell's own profile; see
+        :mod:`cellsynth.tl.state_shift`).
     depth
         Noising depth of the refinement (default 50 of 1000): deeper trusts the
         model's picture of treated cells more, shallower the arithmetic.
@@ -181,7 +179,7 @@ def predict_perturbation(
     Returns
     -------
     AnnData of predicted cells, one per input cell: ``X`` log-normalised,
-    ``layers['counts']`` for count models (for ``"transport"``, ``X`` is the
+    ``layers['counts']`` for count models (for ``"state"``, ``X`` is the
     prediction itself and the counts an integer draw around it at each cell's own
     library size, for tools that need counts), ``obs`` copied from ``adata`` with the
     condition column set to the target, ``obs['perturbation_method']``,
@@ -210,8 +208,8 @@ def predict_perturbation(
                 f"adata.obs[{col!r}] holds several levels {present}; pass cells of one control level (or control=)."
             )
         control = present[0]
-    if method == "transport":
-        return _transported(model, adata, condition, control, seed)
+    if method == "state":
+        return _state_dependent(model, adata, condition, control, seed)
     shift = latent_shift(model, condition, control=control)
     T = model.schedule.n_steps
     depth = int(DEFAULT_DEPTH if depth is None else depth)
@@ -303,8 +301,8 @@ def _expected_log(model, zs: torch.Tensor, library: np.ndarray | None) -> np.nda
     return np.concatenate(out)
 
 
-def _transported(model, adata, condition, control, seed: int) -> ad.AnnData:
-    tr = latent_transport(model, condition, control=control)
+def _state_dependent(model, adata, condition, control, seed: int) -> ad.AnnData:
+    tr = state_shift(model, condition, control=control)
     own_x, counts = _own_profile(model, adata)
     z = model.get_latent(adata)
     centre = np.zeros_like(z)
@@ -325,4 +323,5 @@ def _transported(model, adata, condition, control, seed: int) -> ad.AnnData:
         v = np.expm1(x) * library[:, None] / TARGET_SUM
         c = np.floor(v)
         c += np.random.default_rng(int(seed)).random(v.shape) < v - c
-    return _result(model, adata, tr, "transport", x.astype(np.float32), c, {"seed": int(seed)})
+    return _result(model, adata, tr, "state", x.astype(np.float32), c,
+                   {"seed": int(seed), "state_dependence_norm": float(np.linalg.norm(tr.beta))})

@@ -1,21 +1,22 @@
-"""State-dependent perturbation response: a latent transport map and the cell's own profile.
+"""State-dependent perturbation response: a shift whose size depends on the cell's state,
+added to the cell's own profile.
 
 The latent shift (:func:`cellsynth.tl.perturb.latent_shift`) moves every cell by the
 same vector, so every predicted cell responds alike. Real responses depend on the
-cell's state. This module learns *how* the response depends on the state from the
-cell types seen both ways, and applies it to cells of a type seen only as control:
+cell's state (receptor levels, cycle, activation). This method learns *how* from the
+cell types seen both ways and applies it to cells of a type seen only as control:
 
-1. **Map.** For every group of the other label columns with control and target cells,
-   the optimal-transport map between Gaussians fitted to the two latent clouds
-   (means ``μ_c, μ_t``, covariances ``Σ_c, Σ_t`` saved with the model)::
-
-       A = Σ_c^{-1/2} (Σ_c^{1/2} Σ_t Σ_c^{1/2})^{1/2} Σ_c^{-1/2}
-
-   (covariances shrunk towards their mean variance by ``shrink``, Ledoit-Wolf style).
-   The maps are averaged over groups, as the shift is. A control cell ``z`` of the
-   new type moves to ``μ + δ + A (z − μ)``: the mean moves by the balanced shift ``δ``
-   exactly as in scGen's arithmetic, and each cell by how far it sits from its own
-   population's mean ``μ`` along the directions that respond.
+1. **How the response depends on the state.** Let ``u = δ / |δ|`` be the direction of
+   the balanced shift and ``y`` a cell's coordinates orthogonal to it (its state, which
+   the response leaves alone). If a cell's response along ``u`` is ``|δ| + βᵀ(y - ȳ)``,
+   the regression of the ``u`` coordinate on ``y`` gains exactly ``β`` from control to
+   target. So for every group of the other label columns seen both ways, ``β`` is the
+   difference of those regression coefficients, ``b = (P Σ P)⁺ P Σ u`` with
+   ``P = I - u uᵀ``, from the latent covariances saved with the model (shrunk towards
+   their mean variance by ``shrink``, Ledoit-Wolf style); ``β`` is averaged over groups
+   as ``δ`` is. A control cell ``z`` of the new type moves to
+   ``z + u (|δ| + βᵀ(z - μ))``, ``μ`` its own population's mean: the mean moves by
+   ``δ`` exactly as in scGen's arithmetic, each cell by its state.
 2. **Cell's own profile.** The decoder turns both latents into expected
    log-normalised expression, ``E[log1p(1e4 · counts / library)]`` under the model's
    negative binomial at the cell's library size (:func:`expected_log1p`); the
@@ -25,7 +26,8 @@ cell types seen both ways, and applies it to cells of a type seen only as contro
 
 Genes the networks do not model keep the cell's own values. Figures (MMD, energy
 distance and per-cell response against the truth, next to every baseline) are in
-``benchmarks/RESULTS.md`` from ``benchmarks/perturbation.py``.
+``benchmarks/RESULTS.md`` from ``benchmarks/perturbation.py``; the Gaussian optimal
+transport map tried first is in ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -45,29 +47,25 @@ _TERMS = 4_000_000  # terms of the exact sum per block
 
 
 @dataclass
-class LatentTransport:
-    """The condition's balanced latent shift and averaged Gaussian transport map."""
+class StateShift:
+    """The condition's balanced latent shift ``delta`` and how the response along it
+    grows with the cell's state (``beta``, orthogonal to ``delta``)."""
 
     column: str
     control: str
     target: str
     delta: np.ndarray
-    matrix: np.ndarray
+    beta: np.ndarray
     groups: list[dict] = field(default_factory=list)
 
     def apply(self, z: np.ndarray, centre: np.ndarray) -> np.ndarray:
         """Move latents ``z`` (rows) whose own control population has mean ``centre``."""
-        return centre + self.delta + (z - centre) @ self.matrix.T
+        u = self.delta / np.linalg.norm(self.delta)
+        return z + u * (np.linalg.norm(self.delta) + (z - centre) @ self.beta)[:, None]
 
     def __repr__(self) -> str:
-        spread = np.linalg.eigvalsh((self.matrix + self.matrix.T) / 2)
-        return (f"LatentTransport({self.column}: {self.control!r} -> {self.target!r}, |δ| = {np.linalg.norm(self.delta):.3f}, "
-                f"map eigenvalues {spread.min():.2f}-{spread.max():.2f}, from {len(self.groups)} group(s))")
-
-
-def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((a + a.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        return (f"StateShift({self.column}: {self.control!r} -> {self.target!r}, |δ| = {np.linalg.norm(self.delta):.3f}, "
+                f"|β| = {np.linalg.norm(self.beta):.3f}, from {len(self.groups)} group(s))")
 
 
 def shrunk(cov: np.ndarray, shrink: float) -> np.ndarray:
@@ -76,33 +74,22 @@ def shrunk(cov: np.ndarray, shrink: float) -> np.ndarray:
     return (1 - shrink) * cov + shrink * np.trace(cov) / d * np.eye(d)
 
 
-def gaussian_ot_map(cov_from: np.ndarray, cov_to: np.ndarray) -> np.ndarray:
-    """The symmetric positive matrix ``A`` with ``A Σ_from A = Σ_to`` (the optimal
-    transport map between centred Gaussians, Bures-Wasserstein).
+def along_on_rest(cov: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Coefficients of the least-squares regression of ``uᵀz`` on the coordinates of
+    ``z`` orthogonal to unit vector ``u``, from the covariance of ``z``."""
+    p = np.eye(len(u)) - np.outer(u, u)
+    return np.linalg.pinv(p @ cov @ p, rcond=1e-10, hermitian=True) @ (p @ cov @ u)
+
+
+def state_shift(model, condition: dict[str, str], *, control: str | None = None,
+                shrink: float = DEFAULT_SHRINK) -> StateShift:
+    """The balanced shift and its state dependence from ``control`` to the target level
+    of ``condition`` (see the module documentation).
 
     Examples
     --------
-    >>> a = gaussian_ot_map(np.diag([1.0, 4.0]), np.diag([4.0, 1.0]))
-    >>> np.round(a, 3).tolist()
-    [[2.0, 0.0], [0.0, 0.5]]
-    """
-    r = _sqrtm_psd(cov_from)
-    w, v = np.linalg.eigh((r + r.T) / 2)
-    if w.min() <= 1e-12 * max(w.max(), 1e-300):
-        raise ValueError("the source covariance is singular; shrink it first (shrunk()).")
-    r_inv = (v / w) @ v.T
-    return r_inv @ _sqrtm_psd(r @ cov_to @ r) @ r_inv
-
-
-def latent_transport(model, condition: dict[str, str], *, control: str | None = None,
-                     shrink: float = DEFAULT_SHRINK) -> LatentTransport:
-    """The balanced shift and the group-averaged Gaussian transport map from ``control``
-    to the target level of ``condition`` (see the module documentation).
-
-    Examples
-    --------
-    >>> latent_transport(m, {"condition": "stimulated"})  # doctest: +SKIP
-    LatentTransport(condition: 'control' -> 'stimulated', |δ| = 1.234, map eigenvalues 0.71-1.52, from 3 group(s))
+    >>> state_shift(m, {"condition": "stimulated"})  # doctest: +SKIP
+    StateShift(condition: 'control' -> 'stimulated', |δ| = 1.234, |β| = 0.567, from 3 group(s))
     """
     from ..errors import InputError
     from .perturb import _column_and_levels, latent_shift
@@ -111,24 +98,27 @@ def latent_transport(model, condition: dict[str, str], *, control: str | None = 
         raise ValueError(f"shrink must be in [0, 1), got {shrink}.")
     shift = latent_shift(model, condition, control=control)
     if model.combination_covs is None:
-        raise InputError("This model was saved before cellsynth kept the latent covariances the transport map needs; "
-                         "retrain it, or use method='shift'.")
+        raise InputError("This model was saved before cellsynth kept the latent covariances the state-dependent "
+                         "shift needs; retrain it, or use method='shift'.")
     col, control, target = _column_and_levels(model, condition, shift.control)
     j = model.labels.index(col)
     c_code, t_code = model.categories[col].index(control), model.categories[col].index(target)
     covs = model.combination_covs.double().cpu().numpy()
+    delta = shift.delta.astype(np.float64)
+    u = delta / max(np.linalg.norm(delta), 1e-12)
     by_group: dict[tuple, dict[int, int]] = {}
     for i, key in enumerate(model.combinations):
         other = tuple(c for k, c in enumerate(key[:-1]) if k != j)
         by_group.setdefault(other, {})[key[j]] = i
     names = [{k: v for k, v in g.items() if not k.startswith("n_")} for g in shift.groups]
-    maps = []
+    betas = []
     for other, levels in by_group.items():
         if c_code in levels and t_code in levels:
             here = {c: model.categories[c][code] for c, code in zip([c for c in model.labels if c != col], other)}
             if here in names:  # the groups the shift was learned from (enough cells of both)
-                maps.append(gaussian_ot_map(shrunk(covs[levels[c_code]], shrink), shrunk(covs[levels[t_code]], shrink)))
-    return LatentTransport(col, control, target, shift.delta, np.mean(maps, 0), shift.groups)
+                betas.append(along_on_rest(shrunk(covs[levels[t_code]], shrink), u)
+                             - along_on_rest(shrunk(covs[levels[c_code]], shrink), u))
+    return StateShift(col, control, target, delta, np.mean(betas, 0), shift.groups)
 
 
 def expected_log1p(mean: np.ndarray, theta: np.ndarray, scale: np.ndarray) -> np.ndarray:
