@@ -99,6 +99,12 @@ test_that("PredictPerturbation predicts every control cell at the target level",
                                cells = g1[1:5], method = "shift", hyperparameters = FAST, verbose = FALSE)
   expect_equal(ncol(shift), 5)
   expect_true(all(shift$perturbation_method == "shift"))
+  state <- PredictPerturbation(seu, condition = list(groups = "g2"), group.by = "RNA_snn_res.1",
+                               cells = g1[1:5], method = "state", hyperparameters = FAST, verbose = FALSE)
+  expect_equal(ncol(state), 5)
+  expect_true(all(state$perturbation_method == "state"))
+  counts <- SeuratObject::GetAssayData(state, slot = "counts")
+  expect_true(all(counts@x == round(counts@x)) && all(counts@x >= 0))
   expect_error(PredictPerturbation(seu, condition = list(groups = "g9")), "Valid values: g1, g2")
   expect_error(PredictPerturbation(seu, condition = list(groups = "g2"), group.by = "nope"), "not in meta.data")
   expect_error(PredictPerturbation(seu, condition = list(groups = "g2"), cells = "cellX"), "not in the object")
