@@ -140,6 +140,12 @@ def test_shift_survives_save_load_and_cli(pert, tmp_path):
     assert rc == 0
     pred = ad.read_h5ad(out)
     np.testing.assert_allclose(pred.X.toarray(), tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}).X.toarray(), rtol=1e-5, atol=1e-6)
+    out = tmp_path / "state.h5ad"
+    rc = main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=stimulated",
+               "--method", "state", "--out", str(out)])
+    assert rc == 0
+    want = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="state")
+    np.testing.assert_allclose(ad.read_h5ad(out).X.toarray(), want.X.toarray(), rtol=1e-5, atol=1e-6)
     bad = tmp_path / "bad.h5ad"
     assert main(["perturb", str(tmp_path / "model"), "--cells", str(tmp_path / "ctrl.h5ad"), "--condition", "condition=nope", "--out", str(bad)]) == 2
     assert not bad.exists()
@@ -272,3 +278,27 @@ def test_state_shift_round_trips_and_needs_the_covariances(tmp_path):
     with pytest.raises(InputError, match="retrain"):
         tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="state")
     assert tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="shift").n_obs == ctrl.n_obs
+
+
+def test_state_shift_on_lognormalised_data_and_unmodelled_genes():
+    """A log-normalised model (no counts out) and a model of fewer genes than given
+    (the others keep each cell's own values)."""
+    data = simulate_perturbation(600, 80, 3, response="state", seed=7)
+    held = ((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "stimulated")).to_numpy()
+    ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
+    train = data[~held].copy()
+    logn = train.copy()
+    logn.X = normalise_log(logn.X.toarray()) + 0.0  # not counts: a log-normalised model
+    m = cellsynth.CellSynth(logn, labels=["cell_type", "condition"], seed=0, decoder="linear", recover_counts=False,
+                            **FAST).fit(progress_bar=False)
+    assert not m.count_level
+    c = ctrl.copy()
+    c.X = normalise_log(c.X.toarray())
+    p = tl.predict_perturbation(m, c, {"condition": "stimulated"}, method="state")
+    assert "counts" not in p.layers and p.shape == c.shape and np.all(np.asarray(p.X) >= 0)
+    part = cellsynth.CellSynth(train, labels=["cell_type", "condition"], seed=0, decoder="linear", n_top_genes=40,
+                               **FAST).fit(progress_bar=False)
+    q = tl.predict_perturbation(part, ctrl, {"condition": "stimulated"}, method="state")
+    rest = np.setdiff1d(np.arange(data.n_vars), part.modelled_index)
+    np.testing.assert_allclose(q.X.toarray()[:, rest], normalise_log(ctrl.X.toarray())[:, rest], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(q.X.toarray()[:, part.modelled_index], normalise_log(ctrl.X.toarray())[:, part.modelled_index])
