@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
+from .normalise import normalise_log_sparse
 
 log = logging.getLogger("cellsynth")
 
@@ -93,13 +94,9 @@ def detected_cells(m, chunk: int = 1 << 24) -> np.ndarray:
 
 def log_normalised(m, kind: str) -> sp.csr_matrix:
     """Sparse ``log1p(normalise_total 1e4)`` of counts, or the log-normalised values as given."""
-    m = sp.csr_matrix(m, dtype=np.float32)
     if kind != "counts":
-        return m
-    lib = np.asarray(m.sum(1)).ravel()
-    m = sp.diags((1e4 / np.maximum(lib, 1e-12)).astype(np.float32)) @ m
-    m.data = np.log1p(m.data)
-    return sp.csr_matrix(m)
+        return sp.csr_matrix(m, dtype=np.float32)
+    return normalise_log_sparse(m)
 
 
 def highly_variable(m, kind: str, n_top: int, candidates: np.ndarray, seed: int) -> np.ndarray:

@@ -19,10 +19,10 @@ import scipy.sparse as sp
 from ..errors import InputError
 from .recover import recover_counts
 from .genes import MIN_CELLS, N_TOP_GENES, GeneChoice, choose_genes
+from .normalise import TARGET_SUM, normalise_log  # noqa: F401 (normalise_log: re-exported)
 
 log = logging.getLogger("cellsynth")
 
-TARGET_SUM = 1e4
 #: rows densified at a time
 ROWS = 4096
 #: values checked at a time (bounds the temporaries of the checks)
@@ -171,12 +171,6 @@ def validate_matrix(m, where: str) -> None:
             f"{where} contains negative values (min {v.min():.3g}): it looks scaled or batch-corrected. "
             "Pass raw counts (preferred, e.g. layer='counts') or log-normalised values (adata.raw)."
         )
-
-
-def normalise_log(counts: np.ndarray, target_sum: float = TARGET_SUM) -> np.ndarray:
-    """``log1p(counts / rowsum * target_sum)``, as scanpy's normalize_total + log1p."""
-    lib = counts.sum(1, keepdims=True)
-    return np.log1p(counts / np.maximum(lib, 1e-12) * target_sum)
 
 
 def encode_labels(obs: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:

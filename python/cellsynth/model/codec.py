@@ -20,6 +20,7 @@ from ..counts import sample_nb
 from ..quantiles import fit_quantile_map
 from ..data.backed import BackedData
 from ..data.intake import detect_kind, normalise_log, prepare
+from ..data.normalise import normalise_log_sparse
 from ..data.recover import recover_counts
 from ..errors import InputError
 from ..progress import progress
@@ -170,14 +171,6 @@ def cells(model, zs: torch.Tensor, seed: int = 0):
         return full(x), None
     counts = full(c)
     return normalise_log_sparse(counts), counts
-
-
-def normalise_log_sparse(counts: sp.csr_matrix) -> sp.csr_matrix:
-    """``log1p(normalise_total 1e4)`` of sparse counts, kept sparse (float32)."""
-    lib = np.asarray(counts.sum(1), dtype=np.float64).ravel()
-    out = sp.csr_matrix(sp.diags(1e4 / np.maximum(lib, 1e-12)) @ counts, dtype=np.float64)
-    out.data = np.log1p(out.data)
-    return out.astype(np.float32)
 
 
 def output_var(model) -> pd.DataFrame:

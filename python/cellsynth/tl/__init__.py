@@ -10,7 +10,8 @@ Examples
 """
 
 from .interpolate import interpolate, slerp
-from .perturb import LatentShift, latent_shift, predict_perturbation
+from .perturb import predict_perturbation
+from .shift import LatentShift, latent_shift
 from .state_shift import StateShift, state_shift
 from .velocity import GeneVelocity, gene_velocity
 

@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import gammaln
 
+from ..errors import InputError
+from .shift import column_and_levels, latent_shift
+
 #: shrinkage of the latent covariances towards their mean variance (chosen on the
 #: tuning simulation, biology seed 99; benchmarks/NOTES.md)
 DEFAULT_SHRINK = 0.1
@@ -91,16 +94,13 @@ def state_shift(model, condition: dict[str, str], *, control: str | None = None,
     >>> state_shift(m, {"condition": "stimulated"})  # doctest: +SKIP
     StateShift(condition: 'control' -> 'stimulated', |δ| = 1.234, |β| = 0.567, from 3 group(s))
     """
-    from ..errors import InputError
-    from .perturb import _column_and_levels, latent_shift
-
     if not 0 <= shrink < 1:
         raise ValueError(f"shrink must be in [0, 1), got {shrink}.")
     shift = latent_shift(model, condition, control=control)
     if model.combination_covs is None:
         raise InputError("This model was saved before cellsynth kept the latent covariances the state-dependent "
                          "shift needs; retrain it, or use method='shift'.")
-    col, control, target = _column_and_levels(model, condition, shift.control)
+    col, control, target = column_and_levels(model, condition, shift.control)
     j = model.labels.index(col)
     c_code, t_code = model.categories[col].index(control), model.categories[col].index(target)
     covs = model.combination_covs.double().cpu().numpy()
