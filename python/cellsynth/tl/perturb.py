@@ -60,6 +60,8 @@ METHODS = ("diffusion", "shift", "state")
 #: noising forgets the arithmetic and falls back on the model's own picture of
 #: stimulated cells, which never saw this cell type treated (benchmarks/NOTES.md).
 DEFAULT_DEPTH = 50
+#: cells per block of the state-dependent prediction (dense over every gene)
+ROWS = 512
 
 
 @torch.no_grad()
@@ -180,7 +182,7 @@ def _result(model, adata, shift, method: str, x, c, extra: dict) -> ad.AnnData:
     obs["perturbation_method"] = pd.Categorical([method] * n, categories=list(METHODS))
     obs["synthetic"] = np.ones(n, bool)
     obs.index = [f"{i}-{shift.target}" for i in adata.obs_names]
-    res = ad.AnnData(X=sp.csr_matrix(x) if c is not None else x, obs=obs, var=model.output_var())
+    res = ad.AnnData(X=sp.csr_matrix(x) if c is not None or sp.issparse(x) else x, obs=obs, var=model.output_var())
     if c is not None:
         res.layers["counts"] = sp.csr_matrix(c)
     res.uns["cellsynth_perturbation"] = {
@@ -191,29 +193,28 @@ def _result(model, adata, shift, method: str, x, c, extra: dict) -> ad.AnnData:
     return res
 
 
-def _own_profile(model, adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray | None]:
-    """The cells' log-normalised values over the model's genes, and their counts
-    (count models; from X, or recovered from log-normalised UMI counts)."""
+def _own_values(model, adata: ad.AnnData) -> tuple[sp.csr_matrix, bool]:
+    """The cells' values over the model's genes (CSR, float64) and whether they are
+    counts (as given, or recovered from log-normalised UMI counts for a count model)."""
     missing = [g for g in model.genes if g not in set(adata.var_names)]
     if missing:
         raise InputError(f"{len(missing)} of the model's {len(model.genes)} genes are missing from the data (e.g. "
                          f"{missing[:5]}); predict on cells with the model's genes (model.genes).")
-    x = adata[:, model.genes].X
-    x = np.asarray(x.todense() if sp.issparse(x) else x, dtype=np.float64)
+    x = sp.csr_matrix(adata[:, model.genes].X, dtype=np.float64)
     if detect_kind(x) == "counts":
-        return normalise_log(x), x
+        return x, True
     if model.count_level:
         counts = recover_counts(x)
         if counts is None:
             raise InputError("This count model predicts from the cells' counts, and adata.X is neither counts nor "
                              "log-normalised UMI counts it can recover them from; pass the raw counts.")
-        counts = np.asarray(counts.todense() if sp.issparse(counts) else counts, dtype=np.float64)
-        return normalise_log(counts), counts
-    return x, None
+        return sp.csr_matrix(counts, dtype=np.float64), True
+    return x, False
 
 
 def _expected_log(model, zs: torch.Tensor, library: np.ndarray | None) -> np.ndarray:
-    """Expected log-normalised expression of the modelled genes at standardised latents ``zs``."""
+    """Expected log-normalised expression of the modelled genes at standardised latents
+    ``zs``, normalised by each cell's ``library`` over every gene (count models)."""
     z = model.clamp_latent(zs) * model.latent_std + model.latent_mean
     out = []
     for i in range(0, z.shape[0], BATCH):
@@ -234,7 +235,7 @@ def _expected_log(model, zs: torch.Tensor, library: np.ndarray | None) -> np.nda
 
 def _state_dependent(model, adata, condition, control, seed: int) -> ad.AnnData:
     tr = state_shift(model, condition, control=control)
-    own_x, counts = _own_profile(model, adata)
+    values, is_counts = _own_values(model, adata)
     z = model.get_latent(adata)
     centre = np.zeros_like(z)
     others = [c for c in model.labels if c != tr.column and c in adata.obs]
@@ -242,17 +243,25 @@ def _state_dependent(model, adata, condition, control, seed: int) -> ad.AnnData:
     for k in np.unique(keys):  # each cell moves about its own population's mean (e.g. its cell type's)
         centre[keys == k] = z[keys == k].mean(0)
     moved = tr.apply(z, centre)
-    library = counts.sum(1) if counts is not None else None
-    dev = model.device
-    before = _expected_log(model, torch.as_tensor(z, dtype=torch.float32, device=dev), library)
-    after = _expected_log(model, torch.as_tensor(moved, dtype=torch.float32, device=dev), library)
-    x = own_x.copy()
-    x[:, model.modelled_index] += after - before  # unmodelled genes keep the cell's own values
-    np.maximum(x, 0, out=x)
-    c = None
-    if counts is not None:  # an integer draw around X at the cell's library size (unbiased rounding)
-        v = np.expm1(x) * library[:, None] / TARGET_SUM
-        c = np.floor(v)
-        c += np.random.default_rng(int(seed)).random(v.shape) < v - c
-    return _result(model, adata, tr, "state", x.astype(np.float32), c,
+    library = np.asarray(values.sum(1)).ravel() if is_counts else None
+    rng = np.random.default_rng(int(seed))
+    xs, cs = [], []
+    for i in range(0, adata.n_obs, ROWS):  # dense over every gene only a block of cells at a time
+        rows = slice(i, i + ROWS)
+        lib = library[rows] if is_counts else None
+        before = _expected_log(model, torch.as_tensor(z[rows], dtype=torch.float32, device=model.device), lib)
+        after = _expected_log(model, torch.as_tensor(moved[rows], dtype=torch.float32, device=model.device), lib)
+        block = values[rows].toarray()
+        x = normalise_log(block) if is_counts else block
+        x[:, model.modelled_index] += after - before  # unmodelled genes keep the cell's own values
+        np.maximum(x, 0, out=x)
+        xs.append(sp.csr_matrix(x.astype(np.float32)))
+        if is_counts:  # an integer draw around X at the cell's library size (unbiased rounding)
+            v = np.expm1(x) * lib[:, None] / TARGET_SUM
+            c = np.floor(v)
+            c += rng.random(v.shape) < v - c
+            cs.append(sp.csr_matrix(c.astype(np.float32)))
+    x = sp.vstack(xs, format="csr")
+    c = sp.vstack(cs, format="csr") if is_counts else None
+    return _result(model, adata, tr, "state", x, c,
                    {"seed": int(seed), "state_dependence_norm": float(np.linalg.norm(tr.beta))})
