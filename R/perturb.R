@@ -3,8 +3,9 @@
 #' Runs the engine's `predict_perturbation()` on the model stored in (or trained
 #' for) `object`: the condition's latent shift, learned across the groups of
 #' `group.by` (e.g. cell types) that have cells of both levels and balanced across
-#' them (scGen's arithmetic), is added to the latents of `cells`, and the shifted
-#' cells are refined by the diffusion model from a shallow noising depth. The model
+#' them (scGen's arithmetic), moves the latents of `cells`, by default by an amount
+#' that depends on each cell's state (learned from the groups seen both ways), and the
+#' predicted change is added to each cell's own profile (`method = "state"`). The model
 #' is conditioned on `group.by` and the condition's column. For perturbation
 #' prediction train with `hyperparameters = list(decoder = "linear")`: a linear gene
 #' decoder turns the shift into the same log-fold change for every cell, where the
@@ -20,10 +21,10 @@
 #'   type column); the model is trained on these plus the condition's column.
 #' @param control The perturbed cells' level in the condition's column (default:
 #'   their own level, which must be one).
-#' @param method `"diffusion"` (shift, then diffusion refinement), `"shift"` (the
-#'   plain latent shift) or `"state"` (a shift whose size depends on each cell's state,
+#' @param method `"state"` (default: a shift whose size depends on each cell's state,
 #'   learned from the types seen both ways, added to the cell's own profile; see the
-#'   Python `cellsynth.tl.state_shift`).
+#'   Python `cellsynth.tl.state_shift`), `"diffusion"` (shift, then diffusion
+#'   refinement) or `"shift"` (the plain latent shift).
 #' @param depth Refinement depth of 1000 (`NULL`: the engine's default, 50).
 #' @return A Seurat object of predicted cells, one per perturbed cell, named after
 #'   them with the target level appended: counts, log-normalised data, the cells'
@@ -39,7 +40,7 @@
 #' }
 #' @export
 PredictPerturbation <- function(object, condition, cells = NULL, group.by = NULL, control = NULL,
-                                method = c("diffusion", "shift", "state"), depth = NULL, assay = NULL, model.dir = NULL,
+                                method = c("state", "diffusion", "shift"), depth = NULL, assay = NULL, model.dir = NULL,
                                 hyperparameters = list(), seed.use = 0, verbose = TRUE) {
   .check_seurat(object)
   method <- match.arg(method)

@@ -316,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cells", required=True, help="control cells (.h5ad) to perturb")
     r.add_argument("--condition", action="append", metavar="COL=VALUE", help="target level, e.g. treatment=stim")
     r.add_argument("--control", default=None, help="the cells' level in that column (default: from the cells' obs, or the other of two levels)")
-    r.add_argument("--method", choices=["diffusion", "shift", "state"], default="diffusion",
-                   help="latent shift refined by the diffusion model, the plain shift, or a shift whose size depends "
-                        "on each cell's state, added to the cell's own profile")
+    r.add_argument("--method", choices=["state", "diffusion", "shift"], default=None,
+                   help="state (default): a shift whose size depends on each cell's state, added to the cell's own "
+                        "profile; diffusion: latent shift refined by the diffusion model; shift: the plain shift")
     r.add_argument("--depth", type=int, default=None, help="refinement depth of 1000 (default: see cellsynth.tl.perturb)")
     r.add_argument("--steps", type=int, default=50, help="DDIM steps of the refinement over [0, depth]")
     r.add_argument("--out", required=True, help="output .h5ad")

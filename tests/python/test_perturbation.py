@@ -59,7 +59,9 @@ def test_latent_shift_is_the_balanced_mean_of_per_type_differences(pert):
 def test_prediction_output_and_direction(pert, caplog):
     data, train, m = pert
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
-    pred = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, seed=1)
+    default = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, seed=1)
+    assert (default.obs["perturbation_method"] == "state").all()  # the default method
+    pred = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="diffusion", seed=1)
     assert pred.shape == ctrl.shape and list(pred.var_names) == list(ctrl.var_names)
     assert (pred.obs["condition"] == "stimulated").all() and (pred.obs["cell_type"] == "type0").all()
     assert pred.obs["synthetic"].all() and (pred.obs["perturbation_method"] == "diffusion").all()
@@ -67,7 +69,7 @@ def test_prediction_output_and_direction(pert, caplog):
     assert np.all(c == np.round(c)) and np.all(c >= 0)
     info = pred.uns["cellsynth_perturbation"]
     assert info["control"] == "control" and info["target"] == "stimulated" and info["depth"] == 50
-    again = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, seed=1)
+    again = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="diffusion", seed=1)
     np.testing.assert_array_equal(pred.X.toarray(), again.X.toarray())
     # predicted change points the way of the true (shared) response on strongly responding genes
     x_ctrl = normalise_log(ctrl.X.toarray())
@@ -79,13 +81,14 @@ def test_prediction_output_and_direction(pert, caplog):
         assert np.mean(np.sign(change[big]) == np.sign(resp[big])) > 0.7, method
     assert tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="shift").uns["cellsynth_perturbation"]["depth"] is None
     # conditioning the refinement on the cells' own type changes it; a level the model does not know is left out
-    typed = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
+    typed = tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="diffusion", condition_on_labels=True, seed=1)
     assert not np.allclose(typed.X.toarray(), pred.X.toarray())
     odd = ctrl.copy()
     odd.obs["cell_type"] = odd.obs["cell_type"].cat.add_categories(["typeX"])
     odd.obs.iloc[:3, odd.obs.columns.get_loc("cell_type")] = "typeX"
     with caplog.at_level("WARNING", logger="cellsynth"):
-        mixed = tl.predict_perturbation(m, odd, {"condition": "stimulated"}, condition_on_labels=True, seed=1)
+        mixed = tl.predict_perturbation(m, odd, {"condition": "stimulated"}, method="diffusion", condition_on_labels=True,
+                                        seed=1)
     assert "3 cell(s) have cell_type levels the model does not know" in caplog.text
     assert mixed.shape == odd.shape and list(mixed.obs["cell_type"][:3]) == ["typeX"] * 3
 
@@ -106,7 +109,9 @@ def test_perturbation_errors(pert):
     with pytest.raises(ValueError, match="method"):
         tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="magic")
     with pytest.raises(ValueError, match="depth"):
-        tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, depth=1000)
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, method="diffusion", depth=1000)
+    with pytest.raises(ValueError, match="method='diffusion'"):  # the default has no refinement to set
+        tl.predict_perturbation(m, ctrl, {"condition": "stimulated"}, depth=100)
     with pytest.raises(InputError, match="no cells"):
         tl.predict_perturbation(m, ctrl[:0], {"condition": "stimulated"})
     with pytest.raises(InputError, match="control="):  # cell_type has three levels
@@ -263,7 +268,7 @@ def test_state_shift_follows_each_cells_state():
     assert abs(c.sum() - v.sum()) < 0.01 * v.sum()
 
 
-def test_state_shift_round_trips_and_needs_the_covariances(tmp_path):
+def test_state_shift_round_trips_and_needs_the_covariances(tmp_path, caplog):
     data = simulate_perturbation(600, 60, 3, response="state", seed=6)
     held = ((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "stimulated")).to_numpy()
     ctrl = data[((data.obs["cell_type"] == "type0") & (data.obs["condition"] == "control")).to_numpy()].copy()
@@ -285,6 +290,9 @@ def test_state_shift_round_trips_and_needs_the_covariances(tmp_path):
     back.combination_covs = None  # as in a model saved before the covariances were kept
     with pytest.raises(InputError, match="retrain"):
         tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="state")
+    with caplog.at_level("WARNING", logger="cellsynth"):  # the default falls back, and says so
+        old = tl.predict_perturbation(back, ctrl, {"condition": "stimulated"})
+    assert (old.obs["perturbation_method"] == "diffusion").all() and "Retrain the model" in caplog.text
     assert tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="shift").n_obs == ctrl.n_obs
 
 
