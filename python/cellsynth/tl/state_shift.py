@@ -15,8 +15,10 @@ cell types seen both ways and applies it to cells of a type seen only as control
    ``P = I - u uᵀ``, from the latent covariances saved with the model (shrunk towards
    their mean variance by ``shrink``, Ledoit-Wolf style); ``β`` is averaged over groups
    as ``δ`` is. A control cell ``z`` of the new type moves to
-   ``z + u (|δ| + βᵀ(z - μ))``, ``μ`` its own population's mean: the mean moves by
-   ``δ`` exactly as in scGen's arithmetic, each cell by its state.
+   ``z + u (|δ| + βᵀ(z - μ))``, ``μ`` its own population's mean (the mean of the
+   given cells of its group in the model's other label columns when ``obs`` has them,
+   else of all given cells): the mean moves by ``δ`` exactly as in scGen's
+   arithmetic, each cell by its state.
 2. **Cell's own profile.** The decoder turns both latents into expected
    log-normalised expression, ``E[log1p(1e4 · counts / library)]`` under the model's
    negative binomial at the cell's library size (:func:`expected_log1p`); the
@@ -99,7 +101,7 @@ def state_shift(model, condition: dict[str, str], *, control: str | None = None,
     shift = latent_shift(model, condition, control=control)
     if model.combination_covs is None:
         raise InputError("This model was saved before cellsynth kept the latent covariances the state-dependent "
-                         "shift needs; retrain it, or use method='shift'.")
+                         "shift needs; retrain it, or use method='diffusion' or 'shift'.")
     col, control, target = column_and_levels(model, condition, shift.control)
     j = model.labels.index(col)
     c_code, t_code = model.categories[col].index(control), model.categories[col].index(target)
