@@ -3,7 +3,9 @@ errors, save/load, CLI."""
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 from conftest import FAST
 
 import cellsynth
@@ -287,6 +289,14 @@ def test_state_shift_round_trips_and_needs_the_covariances(tmp_path, caplog):
     finally:
         perturb_module.ROWS = rows
     np.testing.assert_allclose(blocked.X.toarray(), a.X.toarray(), rtol=1e-6, atol=1e-6)
+    # log-normalised input with a gene the model does not have: counts recovered over
+    # every gene the cells have (the totals are), the same prediction as from the counts
+    other = np.random.default_rng(0).integers(0, 400, (ctrl.n_obs, 1)).astype(np.float32)  # a large share, different in every cell
+    extra = ad.AnnData(other, obs=ctrl.obs[[]], var=pd.DataFrame(index=["other"]))
+    wide = ad.concat([ctrl, extra], axis=1, merge="first")
+    wide.X = sp.csr_matrix(normalise_log(wide.X.toarray()))
+    logged = tl.predict_perturbation(m, wide, {"condition": "stimulated"}, method="state", seed=3)
+    np.testing.assert_allclose(logged.X.toarray(), a.X.toarray(), rtol=1e-5, atol=1e-5)
     back.combination_covs = None  # as in a model saved before the covariances were kept
     with pytest.raises(InputError, match="retrain"):
         tl.predict_perturbation(back, ctrl, {"condition": "stimulated"}, method="state")

@@ -66,12 +66,19 @@ def align(model, adata: ad.AnnData) -> ad.AnnData:
     return adata[:, model.modelled_genes]
 
 
+def with_counts(model, adata: ad.AnnData) -> ad.AnnData:
+    """``adata``, or for a count model given log-normalised UMI counts, the same cells
+    with the counts recovered from them (over every gene they have: the totals are)."""
+    if model.count_level and "counts" not in adata.layers and detect_kind(adata.X) == "lognorm":
+        counts = recover_counts(adata.X)
+        if counts is not None:
+            return ad.AnnData(counts, obs=adata.obs[[]], var=adata.var[[]])
+    return adata
+
+
 def latent_of(model, adata: ad.AnnData, standardised: bool = True) -> np.ndarray:
     """Diffusion latents of real cells (see :meth:`CellSynth.get_latent`)."""
-    if model.count_level and "counts" not in adata.layers and detect_kind(adata.X) == "lognorm":
-        counts = recover_counts(adata.X)  # log-normalised UMI counts: their counts, over all genes
-        if counts is not None:
-            adata = ad.AnnData(counts, obs=adata.obs[[]], var=adata.var[[]])
+    adata = with_counts(model, adata)
     p = prepare(align(model, adata), layer=None, select=False, recover=False)
     x = torch.as_tensor(p.x_log, device=model.device)
     z = raw_latent(model, x, torch.as_tensor(p.library, device=model.device))

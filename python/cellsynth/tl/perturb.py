@@ -51,7 +51,7 @@ from ..data.recover import recover_counts
 from ..diffusion.prior import SamplingOptions
 from ..errors import InputError
 from ..model import CellSynth
-from ..model.codec import BATCH
+from ..model.codec import BATCH, with_counts
 from .shift import LatentShift, latent_shift  # noqa: F401 (LatentShift: re-exported)
 from .state_shift import expected_log1p, state_shift
 
@@ -248,8 +248,9 @@ def _expected_log(model, zs: torch.Tensor, library: np.ndarray | None) -> np.nda
 
 def _state_dependent(model, adata, condition, control, seed: int) -> ad.AnnData:
     tr = state_shift(model, condition, control=control)
-    values, is_counts = _own_values(model, adata)
-    z = model.get_latent(adata)
+    cells = with_counts(model, adata)  # recovered once, over every gene, for the profile and the latent
+    values, is_counts = _own_values(model, cells)
+    z = model.get_latent(cells)
     centre = np.zeros_like(z)
     others = [c for c in model.labels if c != tr.column and c in adata.obs]
     keys = adata.obs[others].astype(str).agg("|".join, axis=1).to_numpy() if others else np.zeros(adata.n_obs, str)
