@@ -40,7 +40,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from ..errors import InputError
-from .shift import column_and_levels, latent_shift
+from .shift import latent_shift
 
 #: shrinkage of the latent covariances towards their mean variance (chosen on the
 #: tuning simulation, biology seed 99; benchmarks/NOTES.md)
@@ -102,7 +102,7 @@ def state_shift(model, condition: dict[str, str], *, control: str | None = None,
     if model.combination_covs is None:
         raise InputError("This model was saved before cellsynth kept the latent covariances the state-dependent "
                          "shift needs; retrain it, or use method='diffusion' or 'shift'.")
-    col, control, target = column_and_levels(model, condition, shift.control)
+    col, control, target = shift.column, shift.control, shift.target
     j = model.labels.index(col)
     c_code, t_code = model.categories[col].index(control), model.categories[col].index(target)
     covs = model.combination_covs.double().cpu().numpy()
