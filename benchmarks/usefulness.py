@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("CELLSYNTH_PROGRESS", "0")
 
-from _split import pbmc_halves  # noqa: E402
+from _split import dense, pbmc_halves  # noqa: E402
 
 from cellsynth import CellSynth  # noqa: E402
 from cellsynth.cli import main as cli  # noqa: E402
@@ -40,10 +40,6 @@ from cellsynth.data import normalise_log  # noqa: E402
 from cellsynth.metrics.report import marker_overlap  # noqa: E402
 
 LABEL = "bulk_labels"
-
-
-def dense(m) -> np.ndarray:
-    return np.asarray(m.todense()) if hasattr(m, "todense") else np.asarray(m)
 
 
 def macro_f1(train_x, train_y, test_x, test_y, seed: int) -> float:

@@ -51,7 +51,6 @@ def counts_of(a: ad.AnnData) -> sp.csr_matrix:
     return m
 
 
-
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
