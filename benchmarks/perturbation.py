@@ -163,17 +163,19 @@ DEFAULT = "linear: state"
 FIGURES = ("r2_all", "r2_top100", "mmd", "energy", "spearman")
 
 
-def report(runs: list[dict], kind: str) -> None:
+def report(runs: list[dict], kind: str, acceptance: bool) -> None:
     runs = [r for r in runs if r["kind"] == kind]
     if not runs:
         return
     keys = [k for k in runs[0] if isinstance(runs[0][k], dict) and k not in ("train_seconds",) and "groups" not in k]
-    figs = [f for f in FIGURES if f in runs[0]["none"] or f in ("mmd", "energy")]
+    figs = [f for f in FIGURES if f in runs[0]["none"]]
     print(f"\n{kind} systems {[r['bio_seed'] for r in runs]}: medians over systems (per system in the json)")
     print(f"{'method':<44}" + "".join(f"{f:>12}" for f in figs))
     for k in keys:
         vals = [np.median([r[k].get(f, np.nan) for r in runs]) for f in figs]
         print(f"{k:<44}" + "".join(f"{v:>12.4f}" for v in vals))
+    if not acceptance or DEFAULT not in keys:  # a sweep, or without the linear decoder
+        return
     baselines = [k for k in keys if k not in (DEFAULT, "real halves") and ": state" not in k]
     if kind == "state":
         ok = True
@@ -224,7 +226,7 @@ def main() -> None:
     train_s = ", ".join(f"{d} {np.median([r['train_seconds'][d] for r in runs]):.0f} s" for d in a.decoders)
     print(f"perturbation prediction, held-out {HELD} stimulated; seeds {seeds}; training (median): {train_s}")
     for kind in a.kinds:
-        report(runs, kind)
+        report(runs, kind, acceptance=not a.tune)
 
 
 if __name__ == "__main__":
