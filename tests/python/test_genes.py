@@ -230,3 +230,39 @@ def test_log_normalised_counts_are_recovered(transcriptome):
     tpm_like.X = tpm_like.X.copy()
     tpm_like.X.data = np.log1p(np.expm1(tpm_like.X.data) * np.random.default_rng(0).uniform(0.5, 1.5, tpm_like.X.nnz))
     assert recover_counts(tpm_like.X) is None
+
+
+def test_out_of_core_training_chooses_the_in_memory_genes(transcriptome, tmp_path, monkeypatch):
+    """backed=True makes the in-memory choice (detections counted over the file, HVGs by
+    scanpy on its cells), learns only those genes, reads the rest model's sums block by
+    block (equal to the in-memory sums) and gives every gene back."""
+    import cellsynth.data.backed as backed
+    from cellsynth.data.genes import rest_sums
+
+    a = transcriptome
+    path = tmp_path / "t.h5ad"
+    a.write_h5ad(path)
+    mem = prepare(a, n_top_genes=500)
+    d = backed.prepare_backed(path, n_top_genes=500, progress_bar=False)
+    assert d.choice.method == "hvg" and np.array_equal(d.choice.modelled, mem.choice.modelled)
+    assert d.genes == mem.genes and d.all_genes == mem.all_genes
+    assert np.array_equal(d.library[d.keep], mem.library)  # library over the modelled genes, as in memory
+    state = np.arange(len(mem.rest_rows)) % 3
+    want = rest_sums(mem.rest_matrix, mem.rest_rows, mem.rest_genes, state, 3)
+    got = d.rest_sums(state, 3)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k])
+    given = list(a.var_names[10:60])
+    assert backed.prepare_backed(path, genes=given, progress_bar=False).genes == given
+    monkeypatch.setattr(backed, "HVG_CELLS", 100)  # a bigger file: HVGs ranked on a seeded sample of cells
+    sub = [backed.prepare_backed(path, n_top_genes=500, progress_bar=False, seed=s).choice.modelled for s in (0, 0, 1)]
+    assert len(sub[0]) == 500 and np.array_equal(sub[0], sub[1]) and not np.array_equal(sub[0], sub[2])
+    monkeypatch.undo()
+
+    m = CellSynth(str(path), backed=True, labels=["cell_type"], n_top_genes=500, seed=0, **TINY).fit(progress_bar=False)
+    assert m.modelled_genes == mem.genes and m.rest is not None
+    g = m.generate(40, seed=0, progress_bar=False)
+    assert list(g.var_names) == list(a.var_names)
+    never = np.asarray((a.X > 0).sum(0)).ravel() == 0
+    counts = sp.csr_matrix(g.layers["counts"])
+    assert counts[:, never].nnz == 0 and counts[:, ~g.var["cellsynth_modelled"].to_numpy()].nnz > 0

@@ -22,6 +22,7 @@ import torch
 
 from ..progress import progress
 from ..io.h5ad_stream import RowReader
+from .genes import HVG_CELLS, MIN_CELLS, N_TOP_GENES, GeneChoice, add_sums, choose_genes, empty_sums
 from .intake import (
     TARGET_SUM,
     InputError,
@@ -52,26 +53,38 @@ class BackedData:
 
     path: str
     layer: str | None
-    genes: list[str]
+    all_genes: list[str]  # every gene of the file, in its order
     input_kind: str
-    library: np.ndarray  # per file row (0 for dropped rows)
+    library: np.ndarray  # per file row, over the modelled genes (0 for dropped rows)
     keep: np.ndarray  # per file row: usable
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # column -> codes of kept rows
     categories: dict[str, list[str]] = field(default_factory=dict)
     block: int = BLOCK
     var: object = None  # the file's gene annotations (a DataFrame)
-    #: out-of-core data models every gene of the file (choose genes beforehand to model fewer)
-    rest_genes = rest_matrix = rest_rows = None
+    gene_choice: GeneChoice | None = None  # None: every gene is modelled
+    #: the in-memory path's matrix of the unmodelled genes; out of core they are read block by block
+    rest_matrix = rest_rows = None
 
     @property
-    def all_genes(self) -> list[str]:
-        return self.genes
+    def choice(self) -> GeneChoice:
+        if self.gene_choice is None:
+            return GeneChoice(np.arange(len(self.all_genes), dtype=np.int64), len(self.all_genes), "all", None, 0)
+        return self.gene_choice
 
     @property
-    def choice(self):
-        from .genes import GeneChoice
+    def genes(self) -> list[str]:
+        """The modelled genes."""
+        return [self.all_genes[i] for i in self.choice.modelled]
 
-        return GeneChoice(np.arange(len(self.genes), dtype=np.int64), len(self.genes), "all", None, 0)
+    @property
+    def modelled(self) -> np.ndarray | None:
+        """Columns of the modelled genes, or None when every gene is modelled."""
+        return None if self.choice.all_modelled else self.choice.modelled
+
+    @property
+    def rest_genes(self) -> np.ndarray | None:
+        c = self.choice
+        return None if c.all_modelled else np.setdiff1d(np.arange(c.n_genes), c.modelled)
 
     @property
     def n_rows(self) -> int:
@@ -100,9 +113,8 @@ class BackedData:
 
     def read(self, reader: RowReader, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(log-normalised x, counts or None, library) of the kept rows among file rows ``[start, stop)``."""
-        keep = self.keep[start:stop]
-        m = reader.rows(start, stop)[keep]
-        lib = self.library[start:stop][keep]
+        block, lib = self.read_sparse(reader, start, stop)
+        m = block.toarray()
         if self.input_kind == "counts":
             return normalise_log(m).astype(np.float32), m, lib
         return m, None, lib
@@ -149,11 +161,28 @@ class BackedData:
                     if made >= n_batches:
                         return
 
-    def read_sparse(self, reader: RowReader, start: int, stop: int) -> tuple[sp.csr_matrix, np.ndarray]:
-        """(CSR float32 values, library) of the kept rows among file rows ``[start, stop)``."""
+    def read_sparse(self, reader: RowReader, start: int, stop: int, columns: np.ndarray | None = None
+                    ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """(CSR float32 values over the modelled genes, or ``columns``; library) of the
+        kept rows among file rows ``[start, stop)``."""
         keep = self.keep[start:stop]
         block = sp.csr_matrix(reader.block(start, stop), dtype=np.float32)
-        return block[keep] if not keep.all() else block, self.library[start:stop][keep]
+        block = block[keep] if not keep.all() else block
+        columns = self.modelled if columns is None else columns
+        return (block if columns is None else block[:, columns]), self.library[start:stop][keep]
+
+    def rest_sums(self, state: np.ndarray, n_states: int, progress_bar: bool = False) -> dict:
+        """Per-state sums of the unmodelled genes over the kept cells (file order; ``state``:
+        one code per kept cell), read block by block (:func:`~cellsynth.data.genes.add_sums`)."""
+        rest = self.rest_genes
+        out = empty_sums(n_states, len(rest))
+        at = 0
+        with self.reader() as r:
+            for s in progress(self.blocks(), desc="unmodelled genes", disable=not progress_bar):
+                block, _ = self.read_sparse(r, s, min(s + self.block, self.n_rows), columns=rest)
+                add_sums(out, block, state[at : at + block.shape[0]])
+                at += block.shape[0]
+        return out
 
     def n_cells_in(self, starts: np.ndarray) -> int:
         return int(sum(self.keep[s : s + self.block].sum() for s in starts))
@@ -167,8 +196,18 @@ def prepare_backed(
     drop_empty_cells: bool = False,
     chunk_size: int = 10_000,
     progress_bar: bool = True,
+    n_top_genes: int | None = N_TOP_GENES,
+    min_cells: int = MIN_CELLS,
+    genes: list[str] | None = None,
+    seed: int = 0,
 ) -> BackedData:
     """Check an ``.h5ad`` chunk by chunk and keep what training needs, never the matrix.
+
+    The genes to model are chosen as in memory (:func:`~cellsynth.data.genes.choose_genes`):
+    detections are counted over every cell of the file while it is checked, and the
+    highly variable genes are ranked on at most :data:`~cellsynth.data.genes.HVG_CELLS`
+    random cells collected in the same pass (all of them in smaller files, so the choice
+    is the in-memory one). A second pass then sums each cell's modelled genes.
 
     Examples
     --------
@@ -195,6 +234,11 @@ def prepare_backed(
         if missing:
             encode_labels(obs, missing)  # raises the intake's message
         kind, totals = "counts", np.empty(n, np.float64)
+        ranking = genes is None and n_top_genes is not None and g > int(n_top_genes)  # HVGs ranked on a sample
+        choosing = ranking or genes is not None or n_top_genes is None
+        detected = np.zeros(g, np.int64)
+        sample_rows = np.arange(n) if n <= HVG_CELLS else np.sort(np.random.default_rng(seed).choice(n, HVG_CELLS, replace=False))
+        sample = []
         for start in progress(range(0, n, chunk_size), desc="checking", disable=not progress_bar):
             block = r.matrix[start : start + chunk_size]
             validate_matrix(block, f"{r.where} (cells {start}-{start + block.shape[0] - 1})")
@@ -203,8 +247,33 @@ def prepare_backed(
             if kind == "lognorm" and (block.data if sp.issparse(block) else np.asarray(block)).size:
                 check_log_range(float((block.data if sp.issparse(block) else np.asarray(block)).max()), r.where)
             totals[start : start + block.shape[0]] = np.asarray(block.sum(1)).ravel()
+            if choosing:
+                block = sp.csr_matrix(block, dtype=np.float32)
+                detected += np.bincount(block.indices[block.data != 0], minlength=g)
+                if ranking:
+                    lo, hi = np.searchsorted(sample_rows, [start, start + block.shape[0]])
+                    sample.append(block[sample_rows[lo:hi] - start])
         where = r.where
     keep = usable_cells(totals, drop_empty_cells)
+    choice = None
+    if choosing:
+        names = [str(x) for x in var.index]
+        m = sp.vstack(sample, format="csr")[keep[sample_rows]] if ranking else sp.csr_matrix((0, g), dtype=np.float32)
+        choice = choose_genes(m, names, kind, n_top_genes=n_top_genes, min_cells=min_cells, genes=genes, seed=seed,
+                              detected=detected)
+        del m, sample
+        if not choice.all_modelled:
+            totals = modelled_totals(path, layer, choice.modelled, n, chunk_size, progress_bar)
+            empty = keep & (totals <= 0)
+            if empty.any():
+                log.warning("dropping %d cell(s) with no counts in the %d modelled genes; model more genes "
+                            "(--n-top-genes) to keep them", int(empty.sum()), len(choice.modelled))
+                keep &= ~empty
+                if keep.sum() < 2:
+                    raise InputError("Fewer than 2 cells have counts in the modelled genes; model more genes (n_top_genes=None).")
+            log.info("modelling %d of %d genes (%s: detected in >= %d cells%s); the other %d come from a per-gene model",
+                     len(choice.modelled), g, choice.method, choice.min_cells,
+                     f", top {choice.n_top_genes} highly variable" if choice.method == "hvg" else "", g - len(choice.modelled))
     codes, cats = encode_labels(obs.loc[keep], labels)
     if kind == "counts":
         library = np.where(keep, totals, 0).astype(np.float32)
@@ -215,7 +284,7 @@ def prepare_backed(
     return BackedData(
         path=path,
         layer=layer,
-        genes=[str(x) for x in var.index],
+        all_genes=[str(x) for x in var.index],
         var=var,
         input_kind=kind,
         library=library,
@@ -223,19 +292,28 @@ def prepare_backed(
         labels=codes,
         categories=cats,
         block=max(16, min(BLOCK, math.ceil(n / 20))),
+        gene_choice=choice,
     )
+
+
+def modelled_totals(path: str, layer: str | None, modelled: np.ndarray, n: int, chunk_size: int, progress_bar: bool) -> np.ndarray:
+    """Each row's sum over the ``modelled`` columns, read chunk by chunk."""
+    totals = np.empty(n, np.float64)
+    with RowReader(path, layer) as r:
+        for start in progress(range(0, n, chunk_size), desc="library sizes", disable=not progress_bar):
+            block = sp.csr_matrix(r.matrix[start : start + chunk_size], dtype=np.float64)
+            totals[start : start + block.shape[0]] = np.asarray(block[:, modelled].sum(1)).ravel()
+    return totals
 
 
 def prepare_any(adata, *, labels=None, layer=None, drop_empty_cells=False, backed=False, progress_bar=True, seed=0, **genes):
     """:func:`prepare` (cells in memory) or, with ``backed=True``, :func:`prepare_backed`
-    (cells read from an ``.h5ad`` path block by block, every gene modelled). ``genes``:
+    (cells read from an ``.h5ad`` path block by block). ``genes``:
     :func:`prepare`'s gene choice (``n_top_genes``, ``min_cells``, ``genes``)."""
     if not backed:
         return prepare(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, seed=seed, **genes)
     if not isinstance(adata, (str, os.PathLike)):
         raise InputError("backed=True reads cells from disk: pass the .h5ad path, not an in-memory AnnData.")
     genes.pop("recover", None)  # out-of-core data is modelled as stored
-    if genes.get("genes") is not None:
-        raise InputError("backed=True models every gene of the file; write the genes to model to a file first "
-                         "(adata[:, genes].write_h5ad(...)) or train in memory with genes=[...].")
-    return prepare_backed(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, progress_bar=progress_bar)
+    return prepare_backed(adata, labels=labels, layer=layer, drop_empty_cells=drop_empty_cells, progress_bar=progress_bar,
+                          seed=seed, **genes)

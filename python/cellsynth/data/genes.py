@@ -126,6 +126,7 @@ def choose_genes(
     min_cells: int = MIN_CELLS,
     genes: list[str] | None = None,
     seed: int = 0,
+    detected: np.ndarray | None = None,
 ) -> GeneChoice:
     """The genes to model from cells ``m`` (cells x genes, sparse or dense).
 
@@ -137,6 +138,10 @@ def choose_genes(
         Genes detected in fewer cells are not modelled.
     genes
         Model exactly these genes (names from ``names``), instead of choosing.
+    detected
+        In how many cells each gene is detected, when ``m`` is only a sample of the cells
+        (out-of-core data: counted over every cell of the file, while the highly variable
+        genes are ranked on the sample); default: counted in ``m``.
 
     Examples
     --------
@@ -159,13 +164,14 @@ def choose_genes(
         if not wanted:
             raise InputError("genes=[] names no gene to model; pass at least one gene, or None to choose them.")
         chosen = np.sort(np.asarray([index[g] for g in wanted], dtype=np.int64))
-        never = chosen[detected_cells(sp.csr_matrix(m)[:, chosen]) == 0]
+        det = detected[chosen] if detected is not None else detected_cells(sp.csr_matrix(m)[:, chosen])
+        never = chosen[det == 0]
         if len(never):
             log.warning("%d of the genes given to model are never detected (e.g. %s)", len(never), [names[i] for i in never[:5]])
         return GeneChoice(chosen, n, "given", None, int(min_cells))
     if n_top_genes is not None and n <= int(n_top_genes):  # a curated gene set: modelled as given
         return GeneChoice(np.arange(n, dtype=np.int64), n, "all", int(n_top_genes), int(min_cells))
-    det = detected_cells(m)
+    det = detected_cells(m) if detected is None else np.asarray(detected)
     candidates = np.flatnonzero(det >= max(min_cells, 1)).astype(np.int64)
     if len(candidates) == 0:
         raise InputError(
@@ -271,35 +277,52 @@ def rest_sums(m, rows: np.ndarray, rest: np.ndarray, state: np.ndarray, n_states
     """Per-state sums over cells ``rows`` of ``m`` (all genes, CSR) for the genes
     ``rest``: values, squares, detections; read ``chunk`` rows at a time, so no copy
     of the rest genes' columns is ever made."""
-    k = len(rest)
-    out = {"sum": np.zeros((n_states, k)), "det": np.zeros((n_states, k)), "sq": np.zeros(k)}
+    out = empty_sums(n_states, len(rest))
     for s0 in range(0, len(rows), chunk):
         r = rows[s0 : s0 + chunk]
-        sub = sp.csr_matrix(m[r][:, rest], dtype=np.float64)
-        member = sp.csr_matrix((np.ones(len(r)), (state[s0 : s0 + chunk], np.arange(len(r)))), shape=(n_states, len(r)))
-        out["sum"] += np.asarray((member @ sub).todense())
-        out["sq"] += np.asarray(sub.multiply(sub).sum(0)).ravel()
-        sub.data = (sub.data != 0).astype(np.float64)
-        out["det"] += np.asarray((member @ sub).todense())
+        add_sums(out, m[r][:, rest], state[s0 : s0 + chunk])
     return out
 
 
+def empty_sums(n_states: int, n_genes: int) -> dict:
+    """Zeroed accumulators of :func:`add_sums`."""
+    return {"sum": np.zeros((n_states, n_genes)), "det": np.zeros((n_states, n_genes)), "sq": np.zeros(n_genes)}
+
+
+def add_sums(out: dict, block, state: np.ndarray) -> None:
+    """Add cells ``block`` (cells x the rest genes, sparse) of states ``state`` to the
+    per-state sums ``out`` (:func:`empty_sums`)."""
+    sub = sp.csr_matrix(block, dtype=np.float64)
+    member = sp.csr_matrix((np.ones(len(state)), (state, np.arange(len(state)))), shape=(out["sum"].shape[0], len(state)))
+    out["sum"] += np.asarray((member @ sub).todense())
+    out["sq"] += np.asarray(sub.multiply(sub).sum(0)).ravel()
+    sub.data = (sub.data != 0).astype(np.float64)
+    out["det"] += np.asarray((member @ sub).todense())
+
+
 def fit_rest(m, kind: str, rest: np.ndarray, modelled_library: np.ndarray, state: np.ndarray | None = None,
-             centroids: np.ndarray | None = None, rows: np.ndarray | None = None) -> RestModel:
+             centroids: np.ndarray | None = None, rows: np.ndarray | None = None, sums: dict | None = None) -> RestModel:
     """Fit :class:`RestModel` for genes ``rest`` from cells ``m`` (cells x *all* genes,
     sparse ok; ``rows``: which of its rows are the training cells, default all), the
-    cells' modelled library sizes and states (default: one state)."""
+    cells' modelled library sizes and states (default: one state). ``sums``: the
+    cells' per-state sums (:func:`add_sums`) read elsewhere (out-of-core data), in which
+    case ``m`` and ``rows`` are not used."""
     from ..calibration import fit_theta  # numerics shared with the count calibration
     import torch
 
     rest = np.asarray(rest, np.int64)
-    m = sp.csr_matrix(m) if not sp.issparse(m) or m.format != "csr" else m
-    rows = np.arange(m.shape[0]) if rows is None else np.asarray(rows, np.int64)
-    n, k = len(rows), len(rest)
+    if sums is None:
+        m = sp.csr_matrix(m) if not sp.issparse(m) or m.format != "csr" else m
+        rows = np.arange(m.shape[0]) if rows is None else np.asarray(rows, np.int64)
+        n = len(rows)
+    else:
+        n = len(modelled_library)
+    k = len(rest)
     state = np.zeros(n, np.int64) if state is None else np.asarray(state, np.int64)
     centroids = np.zeros((1, 1)) if centroids is None else np.asarray(centroids, np.float64)
     n_s = len(centroids)
-    sums = rest_sums(m, rows, rest, state, n_s)
+    if sums is None:
+        sums = rest_sums(m, rows, rest, state, n_s)
     cells_state = np.bincount(state, minlength=n_s).astype(np.float64)
     detected = sums["det"].sum(0)
     zeros = np.zeros(k)

@@ -122,8 +122,8 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
     zs = (z - model.latent_mean) / model.latent_std
     del z
     model.latent_min, model.latent_max = zs.min(0).values, zs.max(0).values
-    if not backed and d.rest_genes is not None:
-        fit_rest_genes(model, d, zs)
+    if d.rest_genes is not None:
+        fit_rest_genes(model, d, zs, progress_bar and dist.is_main)
     cond = None
     if model.labels:
         cond = torch.as_tensor(np.stack([d.labels[c] for c in model.labels], 1), device=model.device)
@@ -158,13 +158,16 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
         model.has_discriminator = True
 
 
-def fit_rest_genes(model, d, zs: torch.Tensor) -> None:
+def fit_rest_genes(model, d, zs: torch.Tensor, progress_bar: bool = False) -> None:
     """The per-gene, per-state model of the genes the networks do not learn
-    (:class:`~cellsynth.data.genes.RestModel`), states from k-means on the latents."""
+    (:class:`~cellsynth.data.genes.RestModel`), states from k-means on the latents;
+    out-of-core data is read once more, block by block, for the per-state sums."""
     latent = zs[:, : model.hparams.latent_dim].cpu().numpy()
     state, centroids = cell_states(latent, model.seed)
-    lib = d.library if model.count_level else np.full(len(latent), TARGET_SUM)
-    model.rest = fit_rest(d.rest_matrix, model.input_kind, d.rest_genes, lib, state, centroids, rows=d.rest_rows)
+    backed = isinstance(d, BackedData)
+    lib = (d.library[d.keep] if backed else d.library) if model.count_level else np.full(len(latent), TARGET_SUM)
+    sums = d.rest_sums(state, len(centroids), progress_bar) if backed else None
+    model.rest = fit_rest(d.rest_matrix, model.input_kind, d.rest_genes, lib, state, centroids, rows=d.rest_rows, sums=sums)
     log.info("unmodelled genes: %d, in %d cell states", len(d.rest_genes), len(centroids))
 
 
