@@ -1,5 +1,7 @@
 """Per-gene quantile mapping of decoded log-normalised values onto the training values.
 
+Models saved before :mod:`cellsynth.hurdle` replaced it still load and sample with it.
+
 A decoder trained with a squared error returns conditional *means*: smooth, never
 exactly zero, shrunk toward each gene's average. Real log-normalised matrices are 90 %+
 zeros with a spread of non-zero values. For models of log-normalised input,
@@ -27,7 +29,7 @@ class QuantileMap:
     source: np.ndarray
     target: np.ndarray
 
-    def apply(self, values: np.ndarray) -> np.ndarray:
+    def apply(self, values: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Map ``values`` (cells x genes) gene by gene (linear between quantiles, clamped at the ends).
 
         Examples
@@ -40,6 +42,10 @@ class QuantileMap:
         for j in range(values.shape[1]):
             out[:, j] = np.interp(values[:, j], self.source[:, j], self.target[:, j])
         return out
+
+    def expected(self, values: np.ndarray) -> np.ndarray:
+        """The mapped values (the map draws nothing)."""
+        return self.apply(values)
 
 
 def fit_quantile_map(decoded: np.ndarray, real: np.ndarray, n_quantiles: int = N_QUANTILES) -> QuantileMap:

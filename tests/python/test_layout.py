@@ -15,7 +15,7 @@ PKG = ROOT / "python" / "cellsynth"
 #: lowest first; a module may import from its own layer or any layer below
 LAYERS = [
     ["_version", "errors", "seeding", "progress", "precision", "threads", "_core", "_cuda"],
-    ["io", "nn", "counts", "distributed", "calibration", "quantiles"],
+    ["io", "nn", "counts", "distributed", "calibration", "quantiles", "hurdle"],
     ["data", "diffusion", "pretrained"],
     ["metrics", "train"],
     ["model"],

@@ -17,7 +17,7 @@ import torch
 from ..calibration import MAX_CELLS as CALIBRATION_CELLS
 from ..calibration import calibrate
 from ..counts import sample_nb
-from ..quantiles import fit_quantile_map
+from ..hurdle import fit_hurdle
 from ..data.backed import BackedData
 from ..data.intake import detect_kind, normalise_log, prepare
 from ..data.normalise import normalise_log_sparse
@@ -149,7 +149,7 @@ def decode(model, zs: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, np.ndarr
             xs.append(normalise_log(c).astype(np.float32))
         else:
             v = out.logexpr.cpu().numpy().astype(np.float32)
-            xs.append(model.value_map.apply(v) if model.value_map is not None else v)
+            xs.append(model.value_map.apply(v, rng) if model.value_map is not None else v)
     return np.concatenate(xs), (np.concatenate(cs) if cs else None)
 
 
@@ -193,13 +193,10 @@ def output_var(model) -> pd.DataFrame:
 
 @torch.no_grad()
 def fit_value_map(model, d, z: torch.Tensor) -> None:
-    """For models of log-normalised values: the per-gene quantile map
-    (:mod:`cellsynth.quantiles`) from decoded to real values of at most
-    ``CALIBRATION_CELLS`` training cells, drawn with the model's seed."""
+    """For models of log-normalised values: each gene's detection and non-zero values
+    (:mod:`cellsynth.hurdle`) from at most ``CALIBRATION_CELLS`` training cells, drawn
+    with the model's seed."""
     n = z.shape[0]
     rng = np.random.default_rng(model.seed)
     rows = np.arange(n) if n <= CALIBRATION_CELLS else np.sort(rng.choice(n, CALIBRATION_CELLS, replace=False))
-    model.encoder.eval()
-    zc = z[torch.as_tensor(rows, device=z.device), : model.hparams.latent_dim]
-    dec = torch.cat([model.encoder.decode(zc[i : i + BATCH]).logexpr for i in range(0, len(zc), BATCH)])
-    model.value_map = fit_quantile_map(dec.cpu().numpy(), d.x_log[rows])
+    model.value_map = fit_hurdle(d.x_log[rows])

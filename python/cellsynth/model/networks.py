@@ -45,4 +45,4 @@ def build(model) -> None:
     model.combination_means = torch.zeros((len(model.combinations), model.diff_dim), device=model.device)
     model.combination_covs = None  # (combinations, d, d); None in models saved before it existed
     model.calibration: CountCalibration | None = None
-    model.value_map = None  # QuantileMap of log-normalised models (cellsynth.quantiles)
+    model.value_map = None  # Hurdle of log-normalised models (cellsynth.hurdle; QuantileMap in older ones)

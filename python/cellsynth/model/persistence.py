@@ -15,6 +15,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..calibration import CountCalibration
+from ..hurdle import Hurdle
 from ..quantiles import QuantileMap
 from ..data.genes import GeneChoice, RestModel
 from ..errors import InputError, ModelFileError
@@ -41,6 +42,7 @@ def config(model) -> dict:
         "has_discriminator": model.has_discriminator,
         "count_calibration": model.calibration is not None,
         "value_map": model.value_map is not None,
+        "value_map_kind": "hurdle" if isinstance(model.value_map, Hurdle) else "quantile",
         # class index -> label of each latent classifier (same order as categories)
         "classifier_classes": {c: {str(i): v for i, v in enumerate(model.categories[c])} for c in model.labels},
     }
@@ -62,7 +64,10 @@ def save(model, directory: str | os.PathLike, overwrite: bool = False) -> None:
     tensors["genes.modelled"] = torch.as_tensor(model.modelled_index, dtype=torch.int64)
     if model.rest is not None:
         tensors |= {k: torch.as_tensor(v) for k, v in model.rest.tensors().items()}
-    if model.value_map is not None:
+    if isinstance(model.value_map, Hurdle):
+        tensors["value_map.nonzero_mean"] = torch.as_tensor(model.value_map.nonzero_mean)
+        tensors["value_map.nonzero_quantiles"] = torch.as_tensor(model.value_map.nonzero_quantiles)
+    elif model.value_map is not None:
         tensors["value_map.source"] = torch.as_tensor(model.value_map.source)
         tensors["value_map.target"] = torch.as_tensor(model.value_map.target)
     if model.calibration is not None:
@@ -90,6 +95,7 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
         has_disc = bool(cfg["has_discriminator"])
         calibrated = bool(cfg.get("count_calibration", False))  # absent in models saved before it existed
         mapped = bool(cfg.get("value_map", False))
+        map_kind = str(cfg.get("value_map_kind", "quantile"))  # absent in models saved before the hurdle
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{directory}/config.json is malformed ({e}).") from e
     try:
@@ -129,7 +135,12 @@ def load(cls, directory: str | os.PathLike, adata: ad.AnnData | None = None, dev
             if scale.shape != (len(m.modelled_genes),) or theta.shape != (len(m.modelled_genes),):
                 raise KeyError(f"calibration tensors have shapes {tuple(scale.shape)}, {tuple(theta.shape)}")
             m.calibration = CountCalibration(scale.to(m.device, torch.float64), theta.to(m.device, torch.float64))
-        if mapped:
+        if mapped and map_kind == "hurdle":
+            mean, qs = tensors["value_map.nonzero_mean"].numpy(), tensors["value_map.nonzero_quantiles"].numpy()
+            if mean.shape != (len(m.modelled_genes),) or qs.ndim != 2 or qs.shape[1] != len(m.modelled_genes):
+                raise KeyError(f"value_map tensors have shapes {tuple(mean.shape)}, {tuple(qs.shape)}")
+            m.value_map = Hurdle(mean, qs)
+        elif mapped:
             src, tgt = tensors["value_map.source"].numpy(), tensors["value_map.target"].numpy()
             if src.shape != tgt.shape or src.ndim != 2 or src.shape[1] != len(m.modelled_genes):
                 raise KeyError(f"value_map tensors have shapes {tuple(src.shape)}, {tuple(tgt.shape)}")

@@ -242,7 +242,7 @@ def _expected_log(model, zs: torch.Tensor, library: np.ndarray | None) -> np.nda
             out.append(expected_log1p(rho.cpu().numpy() * own, theta.double().cpu().numpy(), scale))
         else:
             v = dec.logexpr.cpu().numpy().astype(np.float64)
-            out.append(model.value_map.apply(v) if model.value_map is not None else v)
+            out.append(model.value_map.expected(v) if model.value_map is not None else v)
     return np.concatenate(out)
 
 
