@@ -23,10 +23,10 @@ control cells themselves.
 **Default: ``method="state"``** (:mod:`cellsynth.tl.state_shift`): the shift with a
 size that depends on each cell's state, learned from the types seen both ways, and the
 prediction is the cell's own profile plus the model's predicted change rather than a
-fresh decode. On simulated state-dependent and additive responses it has the closest
-cells in distribution and the only per-cell response that follows the truth, with R² of
-means level with the other methods (``benchmarks/RESULTS.md`` has every method side by
-side).
+fresh decode. On simulated state-dependent responses it is the only method whose
+per-cell response follows the truth; R² of means is level with the other methods, and
+closeness in distribution depends on the system (``benchmarks/RESULTS.md`` has every
+method side by side).
 
 **Decoder.** Latent arithmetic assumes that a shift in the latent means the same change
 in expression wherever it is applied. The default MLP decoder does not extrapolate that
