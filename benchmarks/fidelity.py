@@ -37,7 +37,9 @@ random halves (one per ``--seeds`` value, model seed 0), ``cellsynth train`` wit
 defaults on one half, DDIM-50 cells graded against the other half over the top-2,000
 HVGs of the held-out half and over every gene detected in the training half, next to
 the real-vs-real control. ``--lognorm`` gives the training half log-normalised
-(1e4 + log1p) instead of as counts; generated values are then graded as they come.
+(1e4 + log1p) instead of as counts; generated values are then graded as they come;
+``--lognorm --values`` also keeps cellsynth from recovering their counts (the path of
+TPM/FPKM values).
 
     .venv/bin/python benchmarks/fidelity.py --data celltypist --seeds 0 1 2   # ~10 min
 """
@@ -67,11 +69,11 @@ KEYS = ["rf_auc", "knn_auc", "ilisi", "spearman_gene_means", "mmd"]
 TARGET = {"rf_auc": "<= 0.70", "knn_auc": "<= 0.70", "ilisi": ">= 0.70", "spearman_gene_means": ">= 0.97", "mmd_ratio": "<= 3", "memorisation": ">= 0.8"}
 
 
-def train_default(data: Path, model_dir: Path, seed: int) -> tuple[CellSynth, float]:
-    """``cellsynth train`` with default settings on the ``.h5ad`` at ``data``; the loaded
-    model and the command's wall-clock seconds."""
+def train_default(data: Path, model_dir: Path, seed: int, extra: tuple[str, ...] = ()) -> tuple[CellSynth, float]:
+    """``cellsynth train`` with default settings (plus ``extra`` arguments) on the
+    ``.h5ad`` at ``data``; the loaded model and the command's wall-clock seconds."""
     t0 = time.perf_counter()
-    rc = cli(["train", str(data), "--out", str(model_dir), "--seed", str(seed), "--overwrite", "-q"])
+    rc = cli(["train", str(data), "--out", str(model_dir), "--seed", str(seed), "--overwrite", "-q", *extra])
     t_train = time.perf_counter() - t0
     assert rc == 0
     return CellSynth.load(model_dir), t_train
@@ -175,7 +177,7 @@ def summarise(runs: list[dict], context: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def whole_transcriptome(splits: list[int], lognorm: bool, out: Path) -> None:
+def whole_transcriptome(splits: list[int], lognorm: bool, out: Path, values: bool = False) -> None:
     """The celltypist-sample figures (see the module docstring)."""
     import scanpy as sc
 
@@ -191,7 +193,7 @@ def whole_transcriptome(splits: list[int], lognorm: bool, out: Path) -> None:
         with tempfile.TemporaryDirectory() as d:
             data = Path(d) / "train.h5ad"
             given.write_h5ad(data)
-            m, t_train = train_default(data, Path(d) / "model", 0)
+            m, t_train = train_default(data, Path(d) / "model", 0, ("--no-recover-counts",) if values else ())
             g = m.generate(test.n_obs, seed=100 + split, progress_bar=False)
         gen = g.X if lognorm else g.layers["counts"]
         if lognorm:  # grade values as given: back to pseudo-counts on a 1e4 scale, as the real cells are normalised
@@ -206,7 +208,8 @@ def whole_transcriptome(splits: list[int], lognorm: bool, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))
     med = lambda f: float(np.median([f(r) for r in rows]))  # noqa: E731
-    print(f"\ncelltypist sample halves ({'log-normalised' if lognorm else 'counts'}), splits {splits}; medians")
+    given = "log-normalised, modelled as values" if values else "log-normalised" if lognorm else "counts"
+    print(f"\ncelltypist sample halves ({given}), splits {splits}; medians")
     print(f"{'genes graded':14s} {'RF AUC':>7s} {'5-NN AUC':>9s} {'iLISI':>6s} {'MMD ratio':>10s} {'memorisation':>13s}   real-vs-real RF / 5-NN")
     for n in ("hvg2000", "detected"):
         print(f"{n:14s} {med(lambda r: r[n]['generated']['rf_auc']):7.3f} {med(lambda r: r[n]['generated']['knn_auc']):9.3f} "
@@ -222,11 +225,13 @@ def main() -> None:
     p.add_argument("--split", type=int, default=0)
     p.add_argument("--data", choices=["pbmc", "celltypist"], default="pbmc")
     p.add_argument("--lognorm", action="store_true", help="celltypist: train on log-normalised values")
+    p.add_argument("--values", action="store_true",
+                   help="celltypist with --lognorm: model the values as values (--no-recover-counts), not their recovered counts")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     if a.data == "celltypist":
-        name = "fidelity_celltypist" + ("_lognorm" if a.lognorm else "")
-        return whole_transcriptome(a.seeds, a.lognorm, Path(a.out or f"benchmarks/out/{name}.json"))
+        name = "fidelity_celltypist" + ("_lognorm" if a.lognorm else "") + ("_values" if a.values else "")
+        return whole_transcriptome(a.seeds, a.lognorm, Path(a.out or f"benchmarks/out/{name}.json"), a.values and a.lognorm)
     a.out = a.out or "benchmarks/out/fidelity.json"
     train, test = pbmc_halves(a.split)
     with tempfile.TemporaryDirectory() as d:
