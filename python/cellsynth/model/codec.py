@@ -192,11 +192,22 @@ def output_var(model) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def fit_value_map(model, d, z: torch.Tensor) -> None:
+def fit_value_map(model, d) -> None:
     """For models of log-normalised values: each gene's detection and non-zero values
     (:mod:`cellsynth.hurdle`) from at most ``CALIBRATION_CELLS`` training cells, drawn
-    with the model's seed."""
-    n = z.shape[0]
+    with the model's seed (out of core: random blocks of them)."""
     rng = np.random.default_rng(model.seed)
+    if isinstance(d, BackedData):
+        starts, parts, at = np.asarray(d.blocks()), [], 0
+        with d.reader() as r:
+            for i in rng.permutation(len(starts)):
+                x, _, _ = d.read(r, int(starts[i]), min(int(starts[i]) + d.block, d.n_rows))
+                parts.append(x)
+                at += len(x)
+                if at >= CALIBRATION_CELLS:
+                    break
+        model.value_map = fit_hurdle(np.concatenate(parts)[:CALIBRATION_CELLS])
+        return
+    n = d.x_log.shape[0]
     rows = np.arange(n) if n <= CALIBRATION_CELLS else np.sort(rng.choice(n, CALIBRATION_CELLS, replace=False))
     model.value_map = fit_hurdle(d.x_log[rows])

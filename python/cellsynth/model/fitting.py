@@ -115,8 +115,8 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
     model.value_map = None
     if model.count_level and hp.count_calibration:
         fit_calibration(model, d, None if backed else z)
-    elif hp.count_calibration and not backed:
-        fit_value_map(model, d, z)
+    elif hp.count_calibration:
+        fit_value_map(model, d)
     model.latent_mean = z.mean(0)
     model.latent_std = z.std(0).clamp(min=1e-6)
     zs = (z - model.latent_mean) / model.latent_std
