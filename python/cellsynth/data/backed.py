@@ -171,6 +171,19 @@ class BackedData:
         columns = self.modelled if columns is None else columns
         return (block if columns is None else block[:, columns]), self.library[start:stop][keep]
 
+    def random_cells(self, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """:meth:`read` of whole blocks in random order (``rng``) until at least ``budget``
+        kept cells (or every block) are read, concatenated: (x, counts or None, library)."""
+        starts, parts, at = self.blocks(), [], 0
+        with self.reader() as r:
+            for i in rng.permutation(len(starts)):
+                parts.append(self.read(r, int(starts[i]), min(int(starts[i]) + self.block, self.n_rows)))
+                at += len(parts[-1][0])
+                if at >= budget:
+                    break
+        x, counts, lib = zip(*parts)
+        return np.concatenate(x), (None if counts[0] is None else np.concatenate(counts)), np.concatenate(lib)
+
     def rest_sums(self, state: np.ndarray, n_states: int, progress_bar: bool = False) -> dict:
         """Per-state sums of the unmodelled genes over the kept cells (file order; ``state``:
         one code per kept cell), read block by block (:func:`~cellsynth.data.genes.add_sums`)."""

@@ -101,16 +101,7 @@ def fit_calibration(model, d, z: torch.Tensor | None) -> None:
         rows = np.arange(n) if n <= budget else np.sort(rng.choice(n, budget, replace=False))
         zc, counts, lib = z[torch.as_tensor(rows, device=z.device)], d.counts[rows], d.library[rows]
     else:
-        starts = np.asarray(d.blocks())
-        parts, at = [], 0
-        with d.reader() as r:
-            for i in rng.permutation(len(starts)):
-                x, c, lb = d.read(r, int(starts[i]), min(int(starts[i]) + d.block, d.n_rows))
-                parts.append((x, c.toarray() if hasattr(c, "toarray") else c, lb))
-                at += len(x)
-                if at >= budget:
-                    break
-        x, counts, lib = (np.concatenate(p) for p in zip(*parts))
+        x, counts, lib = d.random_cells(budget, rng)
         zc = raw_latent(model, torch.as_tensor(x, device=model.device), torch.as_tensor(lib, device=model.device))
     counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts)
     model.encoder.eval()
@@ -191,22 +182,13 @@ def output_var(model) -> pd.DataFrame:
     return var
 
 
-@torch.no_grad()
 def fit_value_map(model, d) -> None:
     """For models of log-normalised values: each gene's detection and non-zero values
     (:mod:`cellsynth.hurdle`) from at most ``CALIBRATION_CELLS`` training cells, drawn
     with the model's seed (out of core: random blocks of them)."""
     rng = np.random.default_rng(model.seed)
     if isinstance(d, BackedData):
-        starts, parts, at = np.asarray(d.blocks()), [], 0
-        with d.reader() as r:
-            for i in rng.permutation(len(starts)):
-                x, _, _ = d.read(r, int(starts[i]), min(int(starts[i]) + d.block, d.n_rows))
-                parts.append(x)
-                at += len(x)
-                if at >= CALIBRATION_CELLS:
-                    break
-        model.value_map = fit_hurdle(np.concatenate(parts)[:CALIBRATION_CELLS])
+        model.value_map = fit_hurdle(d.random_cells(CALIBRATION_CELLS, rng)[0][:CALIBRATION_CELLS])
         return
     n = d.x_log.shape[0]
     rows = np.arange(n) if n <= CALIBRATION_CELLS else np.sort(rng.choice(n, CALIBRATION_CELLS, replace=False))
