@@ -1,6 +1,8 @@
 """Training beside a busy process: `cellsynth train` defaults on the PBMC half, alone and
-next to one busy Python loop, with cellsynth's thread choice and with torch's default
-(one thread per CPU), wall time of each and the ratio. Check /proc/loadavg first.
+next to one busy Python loop, with cellsynth's thread choice (measured step by step,
+see cellsynth.threads), one thread, and torch's default (one thread per CPU); wall time
+of each and the ratio, and whether every run saved the same weights (training is meant
+to give the same model on any thread count). Check /proc/loadavg first.
 
     .venv/bin/python benchmarks/contention.py            # ~15 min on 2 cores
     .venv/bin/python benchmarks/contention.py --quick    # a shortened training, ~4 min
@@ -12,6 +14,7 @@ is cut off at --limit seconds (reported as "> limit").
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _split import pbmc_halves  # noqa: E402
 
 BUSY = "while True: pass"
+
+
+def weights_digest(model: Path) -> str:
+    return hashlib.sha256((model / "weights.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def train_seconds(data: Path, out: Path, threads: int | None, extra: list[str], limit: float) -> float:
@@ -48,21 +55,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.h5ad"
         train.write_h5ad(data)
-        rows = []
-        for label, threads in (("cellsynth's choice", None), ("torch default (one per CPU)", len(os.sched_getaffinity(0)))):
+        rows, digests = [], set()
+        choices = (("cellsynth's choice", None), ("1 thread", 1), ("torch default (one per CPU)", len(os.sched_getaffinity(0))))
+        for label, threads in choices:
             alone = train_seconds(data, Path(tmp) / "m", threads, extra, a.limit)
+            if alone != float("inf"):
+                digests.add(weights_digest(Path(tmp) / "m"))
             busy = subprocess.Popen([sys.executable, "-c", BUSY])
             try:
                 beside = train_seconds(data, Path(tmp) / "m", threads, extra, a.limit)
             finally:
                 busy.kill()
                 busy.wait()
+            if beside != float("inf"):
+                digests.add(weights_digest(Path(tmp) / "m"))
             rows.append((label, alone, beside))
             print(f"{label}: alone {alone:.0f} s, beside a busy process {beside:.0f} s", flush=True)
     print(f"\n{'threads':30s} {'alone s':>8s} {'busy s':>8s} {'ratio':>6s}")
     for label, alone, beside in rows:
         fmt = lambda t: f"> {a.limit:.0f}" if t == float("inf") else f"{t:.0f}"  # noqa: E731
         print(f"{label:30s} {fmt(alone):>8s} {fmt(beside):>8s} {beside / alone:6.1f}")
+    print(f"\nweights saved by the finished runs: {len(digests)} distinct ({', '.join(sorted(digests))})")
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     overwrite.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument("--threads", type=int, default=None, metavar="N",
-                         help="torch threads (default: from the work and the CPUs available; also CELLSYNTH_THREADS)")
+                         help="fix torch's thread count (default: training measures which count runs fastest, generation goes by the work and the CPUs available; also CELLSYNTH_THREADS)")
 
     t = sub.add_parser("train", help="train a model on an .h5ad file", parents=[threads])
     t.add_argument("data", help="training cells (.h5ad; raw counts preferred)")

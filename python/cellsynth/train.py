@@ -22,6 +22,7 @@ from .nn.ema import EMA
 from .precision import autocast
 from .seeding import mix_seed
 from .progress import progress
+from .threads import pacer
 
 
 @dataclass
@@ -211,12 +212,13 @@ def fit_encoder(
         if hist.stopped_early:
             first = max_epochs
     bar = progress(range(first, max_epochs), desc="encoder", disable=not show_progress or not dist.is_main)
+    pace = pacer("encoder")
     for epoch in bar:
         module.train()
         kl_w = kl_weight * min(1.0, (epoch + 1) / max(kl_warmup, 1))
         t0 = time.perf_counter()
         losses = []
-        for b in epoch_batches(epoch):
+        for b in pace(epoch_batches(epoch)):
             loss, _ = net(*b, kl_weight=kl_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -308,7 +310,7 @@ def train_denoiser(
         first, running, hist.train = meta["step"] + 1, meta["running"], meta["train"]
     bar = progress(range(first, steps), desc="diffusion", disable=not show_progress or not dist.is_main)
     denoiser.train()
-    for step in bar:
+    for step in pacer("diffusion")(bar):
         ix = torch.randint(0, n, (batch_size,), generator=generator).to(device)
         t = torch.randint(0, schedule.n_steps, (batch_size,), generator=generator).to(device)
         noise = torch.randn((batch_size, z.shape[1]), generator=generator).to(device)
@@ -409,7 +411,7 @@ def _minimise(module: nn.Module, opt: torch.optim.Optimizer, batch_loss, steps: 
     hist = History()
     module.train()
     running = None
-    for step in progress(range(steps), desc=desc, disable=not show_progress):
+    for step in pacer(desc)(progress(range(steps), desc=desc, disable=not show_progress)):
         loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -158,8 +158,9 @@ class CellSynth:
         and at the end of each stage; ``resume=True`` continues from the newest
         checkpoint, reproducing the uninterrupted run. ``precision="bf16"`` trains
         the denoiser under bf16 autocast (the encoder stays fp32). Under ``torchrun`` the ranks
-        train one model together (see :mod:`cellsynth.distributed`). ``threads``: torch's
-        threads (default: from the work and the CPUs, :mod:`cellsynth.threads`).
+        train one model together (see :mod:`cellsynth.distributed`). ``threads`` fixes torch's
+        thread count; by default the training loops run on whichever count measures
+        fastest (:mod:`cellsynth.threads`), which does not change the model.
 
         Examples
         --------

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..io.resume import Checkpoints, prefixed, rng_tensors, unprefixed
 from ..precision import check as check_precision
 from ..seeding import generator
-from ..threads import choose, n_params, using
+from ..threads import choose, n_params, training_counts, using
 from ..train import History, train_classifier, train_denoiser, train_discriminator, train_encoder, train_encoder_backed
 from .codec import backed_latent, fit_calibration, fit_value_map, raw_latent
 from .sampling import sample
@@ -38,7 +38,9 @@ def fit(model, *, threads: int | None, **options) -> None:
     the threads :mod:`cellsynth.threads` chooses for the work of one optimisation step."""
     hp = model.hparams
     work = 6.0 * max(hp.batch_size * n_params(model.encoder), hp.diffusion_batch_size * n_params(model.denoiser))
-    with using(*choose(work, threads), what="training"):
+    # on the CPU the loops measure which thread count is fastest (the model is the same on any)
+    counts = training_counts(work, threads) if model.device.type == "cpu" else choose(work, threads)
+    with using(*counts, what="training"):
         train_stages(model, **options)
 
 

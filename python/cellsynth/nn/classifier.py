@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .denoiser import timestep_embedding
+from .invariant import LayerNorm
 
 
 class LatentClassifier(nn.Module):
@@ -36,7 +37,7 @@ class LatentClassifier(nn.Module):
         layers: list[nn.Module] = []
         d = dim + time_dim
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.LayerNorm(h), nn.SiLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(d, h), LayerNorm(h), nn.SiLU(), nn.Dropout(dropout)]
             d = h
         layers.append(nn.Linear(d, n_classes))
         self.net = nn.Sequential(*layers)

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from .invariant import LayerNorm
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer steps, shape ``(n, dim)``."""
@@ -32,7 +34,7 @@ class Block(nn.Module):
         super().__init__()
         self.lin = nn.Linear(d_in, d_out)
         self.emb = nn.Linear(d_emb, d_out)
-        self.norm = nn.LayerNorm(d_out)
+        self.norm = LayerNorm(d_out)
         self.act = nn.SiLU()
         self.drop = nn.Dropout(dropout)
 

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .invariant import LayerNorm, softmax
+
 
 @dataclass
 class DecoderOutput:
@@ -43,7 +45,7 @@ def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear -> LayerNorm -> SiLU (-> Dropout) for each consecutive pair of ``dims``."""
     layers: list[nn.Module] = []
     for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
+        layers += [nn.Linear(a, b), LayerNorm(b), nn.SiLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -91,7 +93,7 @@ class GeneDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> DecoderOutput:
         h = self.out(self.body(z))
         if self.likelihood == "nb":
-            return DecoderOutput(rho=F.softmax(h, -1), theta=self.log_theta.clamp(-8, 12).exp(), logexpr=None)
+            return DecoderOutput(rho=softmax(h), theta=self.log_theta.clamp(-8, 12).exp(), logexpr=None)
         logexpr = F.softplus(h)
         rho = torch.expm1(logexpr).clamp(min=0)
         rho = rho / rho.sum(-1, keepdim=True).clamp(min=1e-8)
