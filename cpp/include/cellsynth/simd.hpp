@@ -16,13 +16,18 @@
 // that beat it reach a scalar buffer (cut back with nth_element when full); the kept
 // candidates are re-ranked with exact double distances (kernels.hpp).
 //
-// MMD: the same tiles, then exp in double, W/2 lanes at a time (Cody-Waite reduction,
-// degree-11 polynomial; ~1e-15 relative), the power-of-two ladder by squaring,
-// accumulated in double. A self-sum visits only pairs with col > row and doubles
-// them; the diagonal (distance exactly 0) is added analytically.
+// MMD: the same tiles, then exp in float, W lanes at a time (Cephes' expf: Cody-Waite
+// reduction, degree-5 polynomial, about 1 ulp), the power-of-two ladder by squaring,
+// each row's kernel values converted to double and accumulated there. Denormals are
+// flushed to zero meanwhile (far pairs at the narrow scales underflow; denormal
+// arithmetic would cost ~100 cycles each). A self-sum visits only pairs with
+// col > row and doubles them; the diagonal (distance exactly 0) is added analytically.
 //
-// Float32 products, float64 sums: distances carry float32 rounding (relative 1e-7
-// of |q|^2 + |x|^2), kernel values and every sum are double.
+// Float32 products and kernel values, float64 sums: distances carry float32 rounding
+// (relative 1e-7 of |q|^2 + |x|^2), and a float exp's rounding (relative 6e-8, grown
+// 4x by each squaring of the ladder, as the kernel's sensitivity to a distance error
+// grows 4x per scale) is of the same order; sums over pairs are double. LISI's exp
+// (exp_row) stays in double: its perplexity search wants every digit.
 #pragma once
 
 namespace cellsynth {
@@ -66,6 +71,35 @@ inline typename V::D exp_neg(typename V::D x) {
   p = V::dfmadd(p, r, V::dset1(1.0));
   return V::dzero_where(V::dscale2n(p, n), tiny);
 }
+
+// exp(x) in float for x <= 0, every lane (Cephes' expf, about 1 ulp). Lanes below -87.3
+// (exp < 1.2e-38) give a value at or below the smallest normal float, which the caller's
+// flush-to-zero mode turns into 0 where it underflows.
+template <class V>
+inline typename V::F expf_neg(typename V::F x) {
+  using F = typename V::F;
+  x = V::max(x, V::set1(-87.3f));
+  const F n = V::round(V::mul(x, V::set1(1.44269504088896341f)));
+  F r = V::fnmadd(n, V::set1(0.693359375f), x);
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  F p = V::set1(1.9875691500e-4f);
+  p = V::fmadd(p, r, V::set1(1.3981999507e-3f));
+  p = V::fmadd(p, r, V::set1(8.3334519073e-3f));
+  p = V::fmadd(p, r, V::set1(4.1665795894e-2f));
+  p = V::fmadd(p, r, V::set1(1.6666665459e-1f));
+  p = V::fmadd(p, r, V::set1(5.0000001201e-1f));
+  p = V::fmadd(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
+  return V::scale2n(p, n);
+}
+
+// Flush-to-zero and denormals-are-zero for this thread while alive (MXCSR restored after).
+struct FlushDenormals {
+  unsigned int saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+  FlushDenormals(const FlushDenormals&) = delete;
+  FlushDenormals& operator=(const FlushDenormals&) = delete;
+};
 
 template <class V>
 constexpr int NR = 2 * V::W;  // reference rows per panel (two vectors)
@@ -248,28 +282,29 @@ double kernel_sum(const float* a, int64_t na, const float* b, int64_t nb, int64_
   const bool ladder = scales.ladder;
   const int64_t nchunks = (na + qchunk - 1) / qchunk;
 
-  // sum of the kernel over the W/2 squared distances of one double vector
-  auto kern = [&](D dist) {
+  // the kernel over W squared distances, in float
+  std::vector<float> ninv(ns);
+  for (int s = 0; s < ns; ++s) ninv[s] = static_cast<float>(-scales.inv[s]);
+  auto kern = [&](F dist) {
     if (ladder) {
-      D e = exp_neg<V>(V::dmul(dist, V::dset1(-scales.inv[0])));
-      D kv = e;
+      F e = expf_neg<V>(V::mul(dist, V::set1(ninv[0])));
+      F kv = e;
       for (int s = 1; s < ns; ++s) {
-        e = V::dmul(e, e);
-        e = V::dmul(e, e);
-        kv = V::dadd(kv, e);
+        e = V::mul(e, e);
+        e = V::mul(e, e);
+        kv = V::add(kv, e);
       }
       return kv;
     }
-    D kv = V::dset1(0.0);
-    for (int s = 0; s < ns; ++s) kv = V::dadd(kv, exp_neg<V>(V::dmul(dist, V::dset1(-scales.inv[s]))));
+    F kv = V::zero();
+    for (int s = 0; s < ns; ++s) kv = V::add(kv, expf_neg<V>(V::mul(dist, V::set1(ninv[s]))));
     return kv;
   };
-  // the kernel over one float vector of squared distances, both halves
-  auto kern_f = [&](F dist) { return V::dadd(kern(V::lo(dist)), kern(V::hi(dist))); };
 
   double total = 0.0;
 #pragma omp parallel reduction(+ : total)
   {
+    FlushDenormals ftz;
     Floats qpk(static_cast<size_t>(qchunk * d));
     alignas(64) float dots[V::MR][nr];
     const F two = V::set1(2.0f);
@@ -307,7 +342,8 @@ double kernel_sum(const float* a, int64_t na, const float* b, int64_t nb, int64_
                 d0 = V::keep_lanes(d0, keepm & half, inf);
                 d1 = V::keep_lanes(d1, (keepm >> V::W) & half, inf);
               }
-              acc = V::dadd(acc, V::dadd(kern_f(d0), kern_f(d1)));
+              const F kv = V::add(kern(d0), kern(d1));
+              acc = V::dadd(acc, V::dadd(V::lo(kv), V::hi(kv)));
             }
           }
         }

@@ -18,7 +18,10 @@ struct Avx512 {
   static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   static F max(F a, F b) { return _mm512_max_ps(a, b); }
+  static F round(F a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static F scale2n(F p, F n) { return _mm512_scalef_ps(p, n); }  // p * 2^n
   static uint32_t lt_mask(F a, F b) { return static_cast<uint32_t>(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)); }
   // lanes whose bit is 0 become `other`
   static F keep_lanes(F v, uint32_t bits, F other) { return _mm512_mask_blend_ps(static_cast<__mmask16>(bits), other, v); }
