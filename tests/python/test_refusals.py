@@ -78,6 +78,15 @@ def test_only_per_gene_dispersion(toy):
     np.testing.assert_equal(cellsynth.Hyperparameters().dispersion, "gene")
 
 
+def test_zero_diffusion_steps_refused_before_training(toy):
+    with pytest.raises(ValueError, match="diffusion_steps must be at least 1"):
+        cellsynth.CellSynth(toy, diffusion_steps=0)
+    m = cellsynth.CellSynth(toy, encoder_epochs=1)
+    with pytest.raises(ValueError, match="diffusion_steps must be at least 1"):
+        m.fit(diffusion_steps=0, progress_bar=False)
+    assert not m.is_trained
+
+
 def test_ctrl_c_exits_quietly_with_130(monkeypatch, capsys, tmp_path):
     import cellsynth.cli as cli
 

@@ -52,6 +52,8 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
         raise RuntimeError("This model was loaded without training data; it cannot be re-fitted.")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the interrupted run saved its checkpoints).")
+    if diffusion_steps is not None and diffusion_steps < 1:
+        raise ValueError(f"diffusion_steps must be at least 1 (the denoiser's optimisation steps), got {diffusion_steps}.")
     hp = model.hparams
     check_precision(precision, model.device, training=True)
     g = generator(model.seed)
