@@ -144,9 +144,10 @@ class Pacer:
     MAX_GAP = 1600
     MARGIN = 1.1
 
-    def __init__(self, counts: tuple[int, ...], *, clock: Callable[[], float] = time.perf_counter,
+    def __init__(self, counts: tuple[int, ...], *, what: str = "training", clock: Callable[[], float] = time.perf_counter,
                  set_threads: Callable[[int], None] = torch.set_num_threads):
         self.counts = tuple(sorted(set(counts)))
+        self.what = what
         self.clock, self.set_threads = clock, set_threads
         self.steps: Counter = Counter()  # steps run on each count
         self.median: dict[int, float] = {}  # latest median step time of each count, seconds
@@ -190,7 +191,7 @@ class Pacer:
                 self._queue = [c for c in self.counts if c != self.current]
                 self._switch(self._queue.pop(0))
             elif self._left == 0:
-                self._left = self.WINDOW  # too few timed steps yet
+                self._left = self.WINDOW  # fewer than WINDOW timed steps since the switch
             return
         if len(self._times) < self.WINDOW:
             return
@@ -220,9 +221,9 @@ def pacer(what: str) -> Pacer:
     """A :class:`Pacer` for one training loop, over the counts the enclosing
     :func:`using` allows (torch's current count outside one); logged when the
     :func:`using` block ends."""
-    p = Pacer(_COUNTS or (torch.get_num_threads(),))
-    p.what = what
-    _PACERS.append(p)
+    p = Pacer(_COUNTS or (torch.get_num_threads(),), what=what)
+    if _COUNTS is not None:
+        _PACERS.append(p)
     return p
 
 
