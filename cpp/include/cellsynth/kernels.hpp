@@ -59,9 +59,12 @@ inline void dot_block(const T* const* q, const T* tile, int64_t d, T (*dots)[TB]
   }
 }
 
+// Squared distance in double (the lanes' partial sums added at the end: the order of a
+// vector reduction, which OpenMP's simd reduction allows the compiler to pick).
 template <typename T>
 inline double exact_sqdist(const T* a, const T* b, int64_t d) {
   double s = 0.0;
+#pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < d; ++j) {
     const double v = static_cast<double>(a[j]) - static_cast<double>(b[j]);
     s += v * v;
@@ -100,12 +103,18 @@ inline void load_queries(const T* q, int64_t r0, int nr, int64_t d, T* qbuf, con
   }
 }
 
-// Re-rank query qi's candidates by exact double distance and write its k nearest.
+// The reference row a candidate names: (distance, index) pairs, or the vector paths'
+// packed keys (simd::Candidates: index in the low 32 bits).
 template <typename T>
-inline void rerank(const T* x, const T* q, int64_t d, int64_t qi, const std::vector<std::pair<T, int64_t>>& cand, int k, double* out_d, int64_t* out_i) {
+inline int64_t index_of(const std::pair<T, int64_t>& c) { return c.second; }
+inline int64_t index_of(uint64_t key) { return static_cast<int64_t>(key & 0xFFFFFFFFu); }
+
+// Re-rank query qi's candidates by exact double distance and write its k nearest.
+template <typename T, typename C>
+inline void rerank(const T* x, const T* q, int64_t d, int64_t qi, const std::vector<C>& cand, int k, double* out_d, int64_t* out_i) {
   std::vector<std::pair<double, int64_t>> exact;
   exact.reserve(cand.size());
-  for (const auto& c : cand) exact.emplace_back(exact_sqdist(q + qi * d, x + c.second * d, d), c.second);
+  for (const auto& c : cand) exact.emplace_back(exact_sqdist(q + qi * d, x + index_of(c) * d, d), index_of(c));
   std::sort(exact.begin(), exact.end());
   for (int j = 0; j < k; ++j) {
     out_d[qi * k + j] = exact[j].first;
@@ -122,10 +131,12 @@ void knn(const T* x, int64_t n, const T* q, int64_t m, int64_t d, int k, bool se
   const int keep = k + 8;  // candidates kept by tile distance before exact re-ranking
 #ifdef CELLSYNTH_SIMD
   if constexpr (std::is_same_v<T, float>) {
-    simd::knn_candidates<CELLSYNTH_SIMD>(x, n, q, m, d, keep, self_query, [&](int64_t qi, const std::vector<std::pair<float, int64_t>>& cand) {
-      rerank(x, q, d, qi, cand, k, out_d, out_i);
-    });
-    return;
+    if (n <= static_cast<int64_t>(0xFFFFFFFFu)) {  // indices fit the candidates' 32-bit key field
+      simd::knn_candidates<CELLSYNTH_SIMD>(x, n, q, m, d, keep, self_query, [&](int64_t qi, const std::vector<uint64_t>& cand) {
+        rerank(x, q, d, qi, cand, k, out_d, out_i);
+      });
+      return;
+    }
   }
 #endif
   const std::vector<T> xn = row_sqnorms(x, n, d);

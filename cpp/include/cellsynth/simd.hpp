@@ -175,12 +175,27 @@ inline void micro(const float* qb, const float* panel, int64_t d, float (*dots)[
 
 // The `keep` best candidates of a query by float distance. Candidates that beat the
 // current bound are appended; when the buffer holds 2 * keep, nth_element cuts it back
-// to the best keep and tightens the bound (amortised O(1) per candidate, no heap).
+// to the best keep and tightens the bound (amortised O(1) per candidate, no heap). A
+// candidate is one 64-bit key, the distance's float bits above the index: for
+// distances >= 0 (negative rounding clamped to 0) integer order is (distance, index)
+// order, so a cut is one integer compare per step and ties keep the lower index.
 struct Candidates {
-  std::vector<std::pair<float, int64_t>> buf;
+  std::vector<uint64_t> buf;
   float worst = std::numeric_limits<float>::infinity();
   int keep = 0;
 
+  static uint64_t key(float dist, int64_t idx) {
+    const float d = dist > 0.0f ? dist : 0.0f;  // also turns -0.0 into +0.0
+    uint32_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(idx);
+  }
+  static float dist_of(uint64_t k) {
+    const uint32_t bits = static_cast<uint32_t>(k >> 32);
+    float d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+  }
   void reset(int k) {
     keep = k;
     buf.clear();
@@ -191,11 +206,11 @@ struct Candidates {
     if (static_cast<int>(buf.size()) <= keep) return;
     std::nth_element(buf.begin(), buf.begin() + (keep - 1), buf.end());
     buf.resize(keep);
-    worst = buf[keep - 1].first;
+    worst = dist_of(buf[keep - 1]);
   }
   void offer(float dist, int64_t idx) {
     if (!(dist < worst)) return;
-    buf.emplace_back(dist, idx);
+    buf.push_back(key(dist, idx));
     if (buf.size() >= 2 * static_cast<size_t>(keep)) cut();
   }
 };
