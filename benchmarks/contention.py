@@ -4,7 +4,7 @@ see cellsynth.threads), one thread, and torch's default (one thread per CPU); wa
 of each and the ratio, and whether every run saved the same weights (training is meant
 to give the same model on any thread count). Check /proc/loadavg first.
 
-    .venv/bin/python benchmarks/contention.py            # ~15 min on 2 cores
+    .venv/bin/python benchmarks/contention.py            # ~20 min on 2 cores
     .venv/bin/python benchmarks/contention.py --quick    # a shortened training, ~4 min
 
 torch's default beside a busy process can take an order of magnitude longer; each run
