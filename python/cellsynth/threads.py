@@ -186,12 +186,10 @@ class Pacer:
         self._times.append(seconds)
         if self._left > 0:  # running on the chosen count; its last WINDOW steps are kept
             self._left -= 1
-            if self._left == 0 and len(self._times) == self.WINDOW:
+            if self._left == 0:  # FIRST_GAP > WINDOW: the window is full by now
                 self.median[self.current] = statistics.median(self._times)
                 self._queue = [c for c in self.counts if c != self.current]
                 self._switch(self._queue.pop(0))
-            elif self._left == 0:
-                self._left = self.WINDOW  # fewer than WINDOW timed steps since the switch
             return
         if len(self._times) < self.WINDOW:
             return

@@ -79,8 +79,13 @@ class Hyperparameters:
             raise ValueError(f"dispersion must be 'gene' (one NB dispersion per gene), got {self.dispersion!r}.")
         if self.latent_dim < 1:
             raise ValueError("latent_dim must be positive.")
-        if self.diffusion_steps < 1:
-            raise ValueError(f"diffusion_steps must be at least 1 (the denoiser's optimisation steps), got {self.diffusion_steps}.")
+        check_diffusion_steps(self.diffusion_steps)
+
+
+def check_diffusion_steps(steps: int) -> None:
+    """Refuse fewer than one denoiser step (the hyper-parameter, or ``fit(diffusion_steps=)``)."""
+    if steps < 1:
+        raise ValueError(f"diffusion_steps must be at least 1 (the denoiser's optimisation steps), got {steps}.")
 
 
 def default_device() -> str:

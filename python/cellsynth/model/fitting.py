@@ -28,7 +28,7 @@ from ..threads import choose, n_params, training_counts, using
 from ..train import History, train_classifier, train_denoiser, train_discriminator, train_encoder, train_encoder_backed
 from .codec import backed_latent, fit_calibration, fit_value_map, raw_latent
 from .sampling import sample
-from .config import ATLAS_CELL_PASSES, MAX_DISCRIMINATOR_FAKES, Hyperparameters
+from .config import ATLAS_CELL_PASSES, MAX_DISCRIMINATOR_FAKES, Hyperparameters, check_diffusion_steps
 
 log = logging.getLogger("cellsynth")
 
@@ -52,8 +52,8 @@ def train_stages(model, *, encoder_epochs: int | None, diffusion_steps: int | No
         raise RuntimeError("This model was loaded without training data; it cannot be re-fitted.")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (where the interrupted run saved its checkpoints).")
-    if diffusion_steps is not None and diffusion_steps < 1:
-        raise ValueError(f"diffusion_steps must be at least 1 (the denoiser's optimisation steps), got {diffusion_steps}.")
+    if diffusion_steps is not None:
+        check_diffusion_steps(diffusion_steps)
     hp = model.hparams
     check_precision(precision, model.device, training=True)
     g = generator(model.seed)
